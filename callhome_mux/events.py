@@ -1,0 +1,99 @@
+"""
+Structured events: one mechanism for everything callhome-mux reports.
+
+Every subsystem reports what happened through an L{EventBus}.  Each event
+is a flat dict with an C{event} name (dotted, subsystem first:
+C{connection.accepted}, C{ssh.hostkey.unknown}, C{netconf.session.up}) and
+plain JSON-able fields (C{connection_id}, C{peer}, C{device_id}, C{reason},
+...).  The bus sends each event to C{twisted.logger} as a structured event
+(the fields become log-event keys, so a JSON log observer keeps them) and
+to observers that embedding code registers.
+
+Secrets never go into an event: callers pass identities and fingerprints,
+never passwords or keys, and L{EventBus.emit} refuses field names that look
+like secrets so a slip is caught by the tests rather than by a log reader.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List
+
+from twisted.logger import Logger, LogLevel
+
+Event = Dict[str, Any]
+EventObserver = Callable[[Event], None]
+
+# Field names that must never reach a log or an observer.
+_SECRET_FIELDS = frozenset({"password", "passphrase", "secret", "private_key", "token", "shared_secret"})
+
+# Events whose name ends in one of these words are logged as warnings; the
+# rest are informational.  Observers see every event regardless.
+_WARNING_SUFFIXES = ("rejected", "refused", "failed", "lost", "mismatch", "unknown", "error", "timeout", "throttled")
+
+_log = Logger(namespace="callhome_mux")
+
+
+class EventBus:
+    """
+    Fan structured events out to C{twisted.logger} and to observers.
+
+    @ivar clock: anything with C{seconds()}; events carry C{time} from it,
+        so tests driving a L{task.Clock} see their own time.
+    """
+
+    def __init__(self, clock=None, log: Logger | None = None):
+        self._observers: List[EventObserver] = []
+        self._clock = clock
+        self._log = log if log is not None else _log
+
+    def addObserver(self, observer: EventObserver) -> None:
+        self._observers.append(observer)
+
+    def removeObserver(self, observer: EventObserver) -> None:
+        try:
+            self._observers.remove(observer)
+        except ValueError:
+            pass
+
+    def emit(self, event: str, **fields: Any) -> Event:
+        """
+        Report C{event} with C{fields}; return the event dict.
+
+        An observer that raises is logged and does not stop the others or
+        the caller: a broken dashboard must not break a device session.
+        """
+        leaked = _SECRET_FIELDS.intersection(fields)
+        if leaked:
+            raise ValueError(f"secret field(s) {sorted(leaked)} must not be put in an event")
+        now = self._clock.seconds() if self._clock is not None else time.time()
+        record: Event = {"event": event, "time": now, **fields}
+        level = LogLevel.warn if event.endswith(_WARNING_SUFFIXES) else LogLevel.info
+        # The format names only the event and the fields every event may
+        # carry; the full record is attached as structured keys.
+        self._log.emit(level, "{event} {_summary}", _summary=_summarise(fields), **record)
+        for observer in tuple(self._observers):
+            try:
+                observer(record)
+            except Exception:
+                self._log.failure("event observer {observer!r} failed on {event}", observer=observer, event=event)
+        return record
+
+
+def _summarise(fields: Dict[str, Any]) -> str:
+    # Rendered lazily by the log observer only: no formatting cost when
+    # nothing writes text logs.
+    return _Summary(fields)
+
+
+class _Summary:
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Dict[str, Any]):
+        self._fields = fields
+
+    def __format__(self, spec: str) -> str:
+        return " ".join(f"{key}={value}" for key, value in self._fields.items())
+
+    def __repr__(self) -> str:
+        return format(self, "")

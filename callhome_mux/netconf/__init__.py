@@ -1,0 +1,1 @@
+"""callhome_mux.netconf"""
