@@ -1,0 +1,224 @@
+"""
+RFC 6242 message framing, sans-IO: bytes in, whole messages out.
+
+A session starts with base:1.0 end-of-message framing (each message ends
+with C{]]>]]>}); once both hellos advertise base:1.1 it switches to chunked
+framing (C{\\n#<size>\\n<data>} ... C{\\n##\\n}).  The decoder is strict (a
+malformed header is a L{FramingError}, never a guess) and bounded (no chunk
+or message larger than the configured limits is ever buffered).
+
+Both decoders run in linear time: the end-of-message search looks only at
+new bytes (plus the few that may hold the start of a delimiter), and chunk
+data is collected as pieces joined once per message.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from callhome_mux.netconf.errors import FramingError
+
+__all__ = ["FramingError", "FrameDecoder", "EOM", "MAX_CHUNK_SIZE", "encode_eom", "encode_chunked"]
+
+EOM = b"]]>]]>"
+#: RFC 6242 §4.2: chunk-size is 1..4294967295.
+MAX_CHUNK_SIZE = 4294967295
+_MAX_SIZE_DIGITS = len(str(MAX_CHUNK_SIZE))
+# "\n#" + up to 10 digits + "\n"
+_MAX_HEADER = 2 + _MAX_SIZE_DIGITS + 1
+_LF = 0x0A
+_HASH = 0x23
+_DIGITS = frozenset(b"0123456789")
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+def encode_eom(message: bytes) -> bytes:
+    """Frame C{message} for base:1.0.  The XML must not contain C{]]>]]>} (RFC 6242 §4.3)."""
+    return message + EOM
+
+
+def encode_chunked(message: bytes, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
+    """Frame C{message} for base:1.1, in chunks of at most C{max_chunk_size} bytes."""
+    if not message:
+        raise ValueError("a chunked message needs at least one byte (RFC 6242 §4.2)")
+    size = len(message)
+    if size <= max_chunk_size:
+        return b"\n#%d\n" % size + message + b"\n##\n"
+    parts = []
+    view = memoryview(message)
+    for start in range(0, size, max_chunk_size):
+        piece = view[start : start + max_chunk_size]
+        parts.append(b"\n#%d\n" % len(piece))
+        parts.append(piece)
+    parts.append(b"\n##\n")
+    return b"".join(parts)
+
+
+class FrameDecoder:
+    """
+    Turn a NETCONF byte stream into messages.
+
+    Use L{feed} to get every complete message, or L{push} then
+    L{next_message} one at a time when the framing may change between two
+    messages of the same read (the hello is followed by chunked data).
+
+    After a L{FramingError} the stream cannot be resynchronised; the caller
+    must end the session.
+    """
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_chunk_size: Optional[int] = None):
+        if max_message_size < 1:
+            raise ValueError("max_message_size must be at least 1")
+        self.max_message_size = max_message_size
+        self.max_chunk_size = min(max_chunk_size or MAX_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        self.chunked = False
+        self._buffer = bytearray()
+        # End-of-message mode: where the next delimiter search starts.
+        self._searched = 0
+        # Chunked mode: pieces of the current message, their total size, and
+        # the bytes still owed by the current chunk (0: a header comes next).
+        self._pieces: List[bytes] = []
+        self._message_size = 0
+        self._chunk_left = 0
+        self._broken: Optional[FramingError] = None
+
+    @property
+    def base(self) -> str:
+        return "1.1" if self.chunked else "1.0"
+
+    def switch_to_chunked(self) -> None:
+        """Decode everything not yet returned (buffered or future) as base:1.1."""
+        self.chunked = True
+        self._searched = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: undecoded input plus the pieces of a partial message."""
+        return len(self._buffer) + self._message_size
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """Add C{data}; return every message now complete (possibly none)."""
+        self.push(data)
+        messages = []
+        while True:
+            message = self.next_message()
+            if message is None:
+                return messages
+            messages.append(message)
+
+    def push(self, data: bytes) -> None:
+        if self._broken is not None:
+            raise self._broken
+        self._buffer += data
+
+    def next_message(self) -> Optional[bytes]:
+        """The next complete message, or None until more bytes arrive."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            if self.chunked:
+                return self._next_chunked()
+            return self._next_eom()
+        except FramingError as error:
+            self._broken = error
+            raise
+
+    # -- base:1.0 ---------------------------------------------------------
+
+    def _next_eom(self) -> Optional[bytes]:
+        buffer = self._buffer
+        end = buffer.find(EOM, self._searched)
+        if end < 0:
+            # The last len(EOM)-1 bytes may be the start of a delimiter.
+            self._searched = max(0, len(buffer) - (len(EOM) - 1))
+            if self._searched > self.max_message_size:
+                raise FramingError(
+                    f"message exceeds the limit of {self.max_message_size} bytes without an end-of-message delimiter"
+                )
+            return None
+        if end > self.max_message_size:
+            raise FramingError(f"message of {end} bytes exceeds the limit of {self.max_message_size} bytes")
+        message = bytes(buffer[:end])
+        del buffer[: end + len(EOM)]
+        self._searched = 0
+        return message
+
+    # -- base:1.1 ---------------------------------------------------------
+
+    def _next_chunked(self) -> Optional[bytes]:
+        buffer = self._buffer
+        while True:
+            if self._chunk_left:
+                available = len(buffer)
+                if not available:
+                    return None
+                take = min(available, self._chunk_left)
+                self._pieces.append(bytes(buffer[:take]))
+                del buffer[:take]
+                self._chunk_left -= take
+                if self._chunk_left:
+                    return None
+            size = self._read_header()
+            if size is None:
+                return None
+            if size == 0:
+                message = b"".join(self._pieces)
+                self._pieces = []
+                self._message_size = 0
+                return message
+            self._message_size += size
+            if self._message_size > self.max_message_size:
+                raise FramingError(
+                    f"chunked message exceeds the limit of {self.max_message_size} bytes"
+                    f" (chunks so far announce {self._message_size})"
+                )
+            self._chunk_left = size
+
+    def _read_header(self) -> Optional[int]:
+        """
+        Consume one chunk header: its size, 0 for end-of-chunks, None when incomplete.
+
+        Partial headers are checked as far as they go, so garbage is refused
+        at once rather than after more bytes arrive.
+        """
+        buffer = self._buffer
+        available = len(buffer)
+        if available == 0:
+            return None
+        if buffer[0] != _LF:
+            raise FramingError(f"expected a chunk header starting with '\\n#', got {bytes(buffer[:16])!r}")
+        if available < 2:
+            return None
+        if buffer[1] != _HASH:
+            raise FramingError(f"expected '#' after '\\n' in a chunk header, got {bytes(buffer[:16])!r}")
+        if available < 3:
+            return None
+        if buffer[2] == _HASH:
+            if available < 4:
+                return None
+            if buffer[3] != _LF:
+                raise FramingError(f"malformed end-of-chunks marker {bytes(buffer[:4])!r} (expected '\\n##\\n')")
+            if not self._pieces:
+                raise FramingError("end-of-chunks marker before any chunk: a message needs at least one chunk")
+            del buffer[:4]
+            return 0
+        newline = buffer.find(b"\n", 2, _MAX_HEADER)
+        digits = bytes(buffer[2 : newline if newline >= 0 else min(available, _MAX_HEADER)])
+        if not _DIGITS.issuperset(digits):
+            raise FramingError(f"chunk size {digits!r} is not a decimal number")
+        if digits[:1] == b"0":
+            raise FramingError(f"chunk size {digits!r} has a leading zero or is zero (allowed: 1..{MAX_CHUNK_SIZE})")
+        if newline < 0:
+            if len(digits) >= _MAX_SIZE_DIGITS + 1:
+                raise FramingError(f"chunk size {digits!r}... is longer than {_MAX_SIZE_DIGITS} digits")
+            return None
+        if not digits:
+            raise FramingError("empty chunk size in header '\\n#\\n'")
+        size = int(digits)
+        if size > MAX_CHUNK_SIZE:
+            raise FramingError(f"chunk size {size} exceeds {MAX_CHUNK_SIZE} (RFC 6242 §4.2)")
+        if size > self.max_chunk_size:
+            raise FramingError(f"chunk size {size} exceeds the configured limit of {self.max_chunk_size} bytes")
+        del buffer[: newline + 1]
+        return size
