@@ -1,0 +1,276 @@
+"""
+One SSH call-home connection, from the device's version line to a
+registered NETCONF session and until it ends.
+
+The order is fixed by RFC 8071: prove the host key first (who is this?),
+then the Juniper preamble if the device has a secret, then log in with that
+device's credentials only, then the C{netconf} subsystem and the hello,
+then register the session.  Every refusal is one event and a closed
+connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from twisted.conch.ssh import transport
+from twisted.internet import defer
+from twisted.python import failure
+
+from callhome_mux.connection import ClassifiedConnection
+from callhome_mux.events import EventBus
+from callhome_mux.inventory.model import Credentials, Device
+from callhome_mux.sessions import SessionRegistry
+from callhome_mux.ssh import netconf_link
+from callhome_mux.ssh.client import CallHomeClientTransport, CallHomeConnection, ChannelTransport, NetconfChannel
+from callhome_mux.ssh.keepalive import KeepaliveMonitor
+from callhome_mux.ssh.preamble import preamble_problem
+from callhome_mux.ssh.session import SSHNetconfSession
+from callhome_mux.ssh.settings import SSHSettings
+from callhome_mux.ssh.trust import HostKeyTrust, PresentedHostKey
+from callhome_mux.ssh.userauth import CredentialError, DeviceUserAuth, load_private_key
+
+
+class HostKeyRefused(Exception):
+    """The host key (or the preamble that goes with it) is not accepted."""
+
+
+class SSHCallHome:
+    """The state of one call-home connection; the SSH classes report to it."""
+
+    def __init__(
+        self,
+        connection: ClassifiedConnection,
+        trust: HostKeyTrust,
+        registry: SessionRegistry,
+        events: EventBus,
+        settings: SSHSettings,
+        netconf_settings: Any,
+        clock,
+        offer,
+        on_finished=None,
+    ):
+        self.connection = connection
+        self.trust = trust
+        self.registry = registry
+        self.events = events
+        self.settings = settings
+        self.netconf_settings = netconf_settings
+        self.clock = clock
+        self.transport = CallHomeClientTransport(self, offer)
+        self.device: Optional[Device] = None
+        self.host_key: Optional[PresentedHostKey] = None
+        self.details: Dict[str, Any] = {
+            "transport": "netconf-ssh",
+            "peer": connection.peer_text,
+            "connection_id": connection.connection_id,
+            "listener": connection.listener,
+        }
+        self.session: Optional[SSHNetconfSession] = None
+        self.stage = "key-exchange"
+        self.global_requests_answered = 0
+        self._close_reason: Optional[str] = None
+        self._keepalive: Optional[KeepaliveMonitor] = None
+        self._setup_timer = None
+        self._netconf_protocol = None
+        self._on_finished = on_finished
+
+    # -- reporting -----------------------------------------------------------
+
+    def _emit(self, event: str, **fields) -> None:
+        base = {"connection_id": self.connection.connection_id, "peer": self.connection.peer_text}
+        if self.device is not None:
+            base["device_id"] = self.device.id
+        base.update(fields)
+        self.events.emit(event, **base)
+
+    def close(self, reason: str, code: int = transport.DISCONNECT_BY_APPLICATION) -> None:
+        """End the connection with an SSH DISCONNECT (the reason goes to the device too)."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        t = self.transport
+        if t.transport is None or t.transport.disconnecting:
+            return
+        t.sendDisconnect(code, reason.encode("utf-8", "replace")[:200])
+
+    # -- from the transport --------------------------------------------------
+
+    def started(self) -> None:
+        self._setup_timer = self.clock.callLater(self.settings.auth_timeout, self._setupTimedOut)
+
+    def trafficSeen(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.trafficSeen()
+
+    def verifyHostKey(self, blob: bytes) -> defer.Deferred:
+        key = PresentedHostKey(blob)
+        self.host_key = key
+        claimed = self.connection.preamble.get("DEVICE-ID")
+        d = defer.maybeDeferred(self.trust, key, claimed)
+        d.addCallback(self._judgeHostKey, key, claimed)
+        return d
+
+    def _judgeHostKey(self, verdict, key: PresentedHostKey, claimed: Optional[str]) -> None:
+        who = {"fingerprint": key.fingerprint, "algorithm": key.algorithm, "host_key": key.openssh_line}
+        if claimed is not None:
+            who["claimed_device_id"] = claimed
+        if not verdict.trusted:
+            self._close_reason = verdict.reason
+            self._emit(verdict.event, reason=verdict.reason, **who)
+            raise HostKeyRefused(verdict.reason)
+        device = verdict.device
+        problem = preamble_problem(device.outbound_ssh_secret, self.connection.preamble, key.blob)
+        if problem is not None:
+            self._close_reason = problem
+            self._emit("ssh.preamble.rejected", device_id=device.id, reason=problem, **who)
+            raise HostKeyRefused(problem)
+        self.device = device
+        self.details.update(device_id=device.id, host_key_fingerprint=key.fingerprint, host_key_algorithm=key.algorithm)
+        self._emit("ssh.hostkey.accepted", source=verdict.source, **who)
+
+    def transportSecured(self, t: CallHomeClientTransport) -> None:
+        self.details["algorithms"] = t.negotiated()
+        self.stage = "authentication"
+        credentials = self._credentials()
+        try:
+            private_key = load_private_key(credentials)
+        except CredentialError as error:
+            self._authFailed(str(error), [], [], credentials)
+            return
+        self.details["username"] = credentials.username
+        auth = DeviceUserAuth(
+            credentials,
+            private_key,
+            CallHomeConnection(self),
+            on_failed=lambda reason, tried, offered: self._authFailed(reason, tried, offered, credentials),
+            on_succeeded=self._authSucceeded,
+        )
+        t.requestService(auth)
+
+    def _credentials(self) -> Credentials:
+        # RFC 8071 C7: this device's credentials, or the configured default;
+        # never another device's.
+        own = self.device.credentials
+        if own.password is not None or own.private_key_file is not None:
+            return own
+        return self.settings.default_credentials() or own
+
+    def _authFailed(self, reason: str, tried, offered, credentials: Credentials) -> None:
+        self._emit(
+            "ssh.auth.failed",
+            reason=reason,
+            username=credentials.username,
+            methods_tried=list(tried),
+            methods_offered=list(offered),
+        )
+        self.close(f"authentication failed: {reason}", transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE)
+
+    def _authSucceeded(self, method: str) -> None:
+        self.details["auth_method"] = method
+        self._emit("ssh.auth.succeeded", method=method, username=self.details.get("username"))
+
+    def peerDisconnected(self, code: int, description: str) -> None:
+        if self._close_reason is None:
+            self._close_reason = f"the device disconnected: {description or code}"
+
+    def transportLost(self, reason: failure.Failure) -> None:
+        self._cancelSetupTimer()
+        if self._keepalive is not None:
+            self._keepalive.stop()
+        why = self._close_reason or f"connection lost: {reason.getErrorMessage()}"
+        if self._netconf_protocol is not None:
+            self._netconf_protocol.connectionLost(reason)
+        self._emit("ssh.connection.closed", stage=self.stage, reason=why)
+        if self.session is not None:
+            self.session.lost(why)
+        if self._on_finished is not None:
+            self._on_finished()
+
+    # -- from the connection service -----------------------------------------
+
+    def connectionServiceStarted(self, conn: CallHomeConnection) -> None:
+        self.stage = "channel"
+        self._keepalive = KeepaliveMonitor(
+            self.clock,
+            self.settings.keepalive_interval,
+            self.settings.keepalive_max_missed,
+            send_probe=conn.sendKeepalive,
+            on_lost=self._keepaliveLost,
+        )
+        self._keepalive.start()
+        conn.openChannel(
+            NetconfChannel(
+                self,
+                self.settings.subsystem.encode("ascii"),
+                self.settings.channel_window,
+                self.settings.channel_max_packet,
+                conn=conn,
+            )
+        )
+
+    def globalRequestReceived(self, name: str) -> None:
+        self.global_requests_answered += 1
+
+    def _keepaliveLost(self, missed: int) -> None:
+        reason = f"no answer to {missed} keepalives sent {self.settings.keepalive_interval:g} s apart"
+        self._emit("ssh.keepalive.lost", missed=missed, interval=self.settings.keepalive_interval, reason=reason)
+        self.close(reason)
+        # A device that ignores keepalives may ignore DISCONNECT too.
+        if self.transport.transport is not None:
+            self.transport.transport.loseConnection()
+
+    # -- from the channel ----------------------------------------------------
+
+    def channelOpenFailed(self, reason) -> None:
+        text = getattr(reason, "desc", None) or str(reason)
+        self._emit("ssh.channel.failed", reason=str(text))
+        self.close(f"session channel refused: {text}")
+
+    def subsystemRefused(self, channel: NetconfChannel, reason) -> None:
+        subsystem = self.settings.subsystem
+        self._emit("ssh.subsystem.refused", subsystem=subsystem, reason=f"the device refused subsystem {subsystem!r}")
+        self.close(f"subsystem {subsystem} refused")
+
+    def subsystemStarted(self, channel: NetconfChannel) -> None:
+        self.stage = "hello"
+        channel_transport = ChannelTransport(channel, self.connection.peer, self.connection.host)
+        protocol, ready = netconf_link.start_client(
+            channel_transport, self.device.id, self.netconf_settings, self.clock, self.events
+        )
+        self._netconf_protocol = protocol
+        channel.protocol = protocol
+        ready.addCallbacks(self._netconfReady, self._netconfFailed)
+
+    def channelClosed(self, channel: NetconfChannel) -> None:
+        if self._close_reason is None:
+            self._close_reason = "the device closed the NETCONF channel"
+        self.close(self._close_reason)
+
+    # -- NETCONF ---------------------------------------------------------------
+
+    def _netconfReady(self, netconf_session) -> None:
+        self._cancelSetupTimer()
+        self.stage = "session"
+        self.details.update(netconf_link.describe(netconf_session))
+        self.session = SSHNetconfSession(self.device.id, dict(self.details), netconf_session, self)
+        self.registry.register(self.session)
+
+    def _netconfFailed(self, reason: failure.Failure) -> None:
+        text = reason.getErrorMessage()
+        self._emit("ssh.netconf.failed", reason=text)
+        self.close(f"NETCONF session failed: {text}")
+
+    # -- timers ------------------------------------------------------------------
+
+    def _setupTimedOut(self) -> None:
+        self._setup_timer = None
+        reason = f"no NETCONF session within {self.settings.auth_timeout:g} s (stuck in {self.stage})"
+        self._emit("ssh.setup.timeout", stage=self.stage, reason=reason)
+        self.close(reason)
+        if self.transport.transport is not None:
+            self.transport.transport.loseConnection()
+
+    def _cancelSetupTimer(self) -> None:
+        if self._setup_timer is not None and self._setup_timer.active():
+            self._setup_timer.cancel()
+        self._setup_timer = None

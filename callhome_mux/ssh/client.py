@@ -1,0 +1,164 @@
+"""
+The SSH client side of a call-home connection: transport, connection
+service and the NETCONF channel.
+
+These classes only do SSH mechanics; every decision (is this host key
+trusted? which credentials? what to report?) is delegated to the
+per-connection L{callhome_mux.ssh.callhome.SSHCallHome}, the "owner".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from twisted.conch.ssh import channel, common, connection, transport
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress
+from twisted.python import failure
+
+
+class CallHomeClientTransport(transport.SSHClientTransport):
+    """SSH client over a TCP connection the device opened."""
+
+    def __init__(self, owner, offer):
+        self.owner = owner
+        # Instance attributes shadow the class-wide lists conch reads when
+        # it builds our KEXINIT.
+        self.supportedKeyExchanges = list(offer.key_exchanges)
+        self.supportedPublicKeys = list(offer.host_key_algorithms)
+        self.supportedCiphers = list(offer.ciphers)
+        self.supportedMACs = list(offer.macs)
+        self.supportedCompressions = [b"none"]
+
+    def connectionMade(self) -> None:
+        transport.SSHClientTransport.connectionMade(self)
+        self.owner.started()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.owner.trafficSeen()
+        transport.SSHClientTransport.dataReceived(self, data)
+
+    def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred:
+        # conch disconnects with HOST_KEY_NOT_VERIFIABLE if this fails.
+        return self.owner.verifyHostKey(hostKey)
+
+    def connectionSecure(self) -> None:
+        self.owner.transportSecured(self)
+
+    def negotiated(self) -> Dict[str, Any]:
+        """The algorithms agreed in the key exchange, for session details."""
+        current = self.currentEncryptions
+        return {
+            "kex": _text(self.kexAlg),
+            "host_key": _text(self.keyAlg),
+            "cipher_out": _text(getattr(current, "outCipType", None)),
+            "cipher_in": _text(getattr(current, "inCipType", None)),
+            "mac_out": _text(getattr(current, "outMACType", None)),
+            "mac_in": _text(getattr(current, "inMACType", None)),
+            "server_version": _text(self.otherVersionString),
+        }
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        # The device sent DISCONNECT: keep its words for the closing event.
+        self.owner.peerDisconnected(reasonCode, description.decode("utf-8", "replace"))
+
+    def connectionLost(self, reason: failure.Failure) -> None:
+        transport.SSHClientTransport.connectionLost(self, reason)
+        self.owner.transportLost(reason)
+
+
+def _text(value) -> Any:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+class CallHomeConnection(connection.SSHConnection):
+    """The ssh-connection service: one NETCONF channel, keepalives, global requests."""
+
+    def __init__(self, owner):
+        connection.SSHConnection.__init__(self)
+        self.owner = owner
+
+    def serviceStarted(self) -> None:
+        connection.SSHConnection.serviceStarted(self)
+        self.owner.connectionServiceStarted(self)
+
+    def gotGlobalRequest(self, requestType: bytes, data: bytes) -> bool:
+        # RFC 8071 §7: answer every request at once.  conch sends the reply
+        # (REQUEST_FAILURE for False) right after this returns; OpenSSH does
+        # the same for keepalive@openssh.com, and devices accept it.
+        self.owner.globalRequestReceived(requestType.decode("ascii", "replace"))
+        return False
+
+    def sendKeepalive(self) -> None:
+        d = self.sendGlobalRequest(b"keepalive@openssh.com", b"", wantReply=True)
+        # A refusal is an answer too; a lost connection fails it: both fine.
+        d.addErrback(lambda _: None)
+
+
+class NetconfChannel(channel.SSHChannel):
+    """A session channel running the C{netconf} subsystem (RFC 6242)."""
+
+    name = b"session"
+
+    def __init__(self, owner, subsystem: bytes, window: int, max_packet: int, **kw):
+        channel.SSHChannel.__init__(self, localWindow=window, localMaxPacket=max_packet, **kw)
+        self.owner = owner
+        self.subsystem = subsystem
+        self.protocol = None
+
+    def channelOpen(self, specificData: bytes) -> None:
+        d = self.conn.sendRequest(self, b"subsystem", common.NS(self.subsystem), wantReply=True)
+        d.addCallbacks(lambda _: self.owner.subsystemStarted(self), lambda f: self.owner.subsystemRefused(self, f))
+
+    def openFailed(self, reason) -> None:
+        self.owner.channelOpenFailed(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.protocol is not None:
+            self.protocol.dataReceived(data)
+
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        # stderr of the device's subsystem: not NETCONF, never parse it.
+        pass
+
+    def eofReceived(self) -> None:
+        self.loseConnection()
+
+    def closed(self) -> None:
+        self.owner.channelClosed(self)
+
+
+class ChannelTransport:
+    """
+    What the NETCONF protocol sees as its transport: the SSH channel, with
+    the device's real address as peer (the PROXY-header one when present).
+    """
+
+    disconnecting = False
+
+    def __init__(self, channel: NetconfChannel, peer: IAddress, host: IAddress):
+        self._channel = channel
+        self._peer = peer
+        self._host = host
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self._channel.write(data)
+
+    def writeSequence(self, data) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self._channel.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self._channel.conn.transport.transport.abortConnection()
+
+    def getPeer(self) -> IAddress:
+        return self._peer
+
+    def getHost(self) -> IAddress:
+        return self._host

@@ -1,0 +1,66 @@
+"""
+Keepalive: notice a device that went away without closing TCP.
+
+After C{interval} seconds without a byte from the device we send a probe
+(an SSH global request with want-reply: any reply, even a refusal, is
+traffic).  After C{max_missed} probes in a row with no traffic at all, the
+session is declared lost.  Any received byte resets the count, so a busy
+session never sends probes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+class KeepaliveMonitor:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float,
+        max_missed: int,
+        send_probe: Callable[[], None],
+        on_lost: Callable[[int], None],
+    ):
+        self._clock = clock
+        self._interval = interval
+        self._max_missed = max_missed
+        self._send_probe = send_probe
+        self._on_lost = on_lost
+        self._last_traffic = clock.seconds()
+        self._call: Optional[IDelayedCall] = None
+        #: Probes sent since the last traffic.
+        self.missed = 0
+
+    def start(self) -> None:
+        self._last_traffic = self._clock.seconds()
+        self._schedule(self._interval)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def trafficSeen(self) -> None:
+        # Cheap on purpose (called for every chunk): just note the time; the
+        # timer looks at it when it fires instead of being rescheduled here.
+        self._last_traffic = self._clock.seconds()
+        self.missed = 0
+
+    def _schedule(self, delay: float) -> None:
+        self._call = self._clock.callLater(delay, self._due)
+
+    def _due(self) -> None:
+        self._call = None
+        quiet_for = self._clock.seconds() - self._last_traffic
+        if quiet_for < self._interval and self.missed == 0:
+            self._schedule(self._interval - quiet_for)
+            return
+        if self.missed >= self._max_missed:
+            self._on_lost(self.missed)
+            return
+        self.missed += 1
+        self._send_probe()
+        self._schedule(self._interval)
