@@ -1,0 +1,276 @@
+"""
+Is this device certificate acceptable, and which device is it?
+
+The TLS layer lets OpenSSL finish the handshake whatever the peer shows
+(its verify callback accepts everything) and decides here, right after the
+handshake and before a single application byte is read or written.  Doing
+it here rather than inside OpenSSL gives every refusal an exact reason for
+the operator, admits pinned self-signed certificates, and keeps the whole
+decision testable with certificate objects and no sockets.
+
+Order of checks (the first failure is the refusal):
+
+1. a certificate at all (C{no-client-certificate});
+2. its own validity dates (C{expired}, C{not-yet-valid});
+3. the chain to a configured trust anchor, with OpenSSL's verifier
+   (C{untrusted-chain}, or C{expired} / C{not-yet-valid} for a CA), unless
+   the certificate's fingerprint is pinned to a device;
+4. key usage and extended key usage fit the role it played in TLS
+   (C{key-usage});
+5. CRLs of the CAs in the chain (C{revoked});
+6. identification: a pinned fingerprint, else RFC 7589 cert-to-name, then
+   the directory (C{unknown-device}, C{device-disabled}; the unknown-device
+   policy may still admit it);
+7. the device's C{tls_expected_identity}, via service_identity
+   (C{identity-mismatch}).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence, Tuple
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from OpenSSL import crypto
+from service_identity import VerificationError
+from service_identity import hazmat as identity_rules
+from service_identity.cryptography import extract_patterns
+
+from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
+from callhome_mux.tls.certname import map_certificate
+from callhome_mux.tls.identity import fingerprint_of
+from callhome_mux.tls.trust import TrustStore
+
+# Refusal reasons: short, stable words for dashboards and tests.
+NO_CERTIFICATE = "no-client-certificate"
+EXPIRED = "expired"
+NOT_YET_VALID = "not-yet-valid"
+UNTRUSTED_CHAIN = "untrusted-chain"
+KEY_USAGE = "key-usage"
+REVOKED = "revoked"
+UNKNOWN_DEVICE = "unknown-device"
+DEVICE_DISABLED = "device-disabled"
+IDENTITY_MISMATCH = "identity-mismatch"
+
+#: The role the device played in the TLS handshake.
+PEER_IS_CLIENT = "client"  # it sent the ClientHello
+PEER_IS_SERVER = "server"  # it waited silently (RFC 8071 standard direction)
+
+# OpenSSL X509_V_ERR_* codes that deserve their own reason.
+_OPENSSL_REASONS = {9: NOT_YET_VALID, 10: EXPIRED, 23: REVOKED}
+
+
+class CertificateRefused(Exception):
+    """The certificate is not acceptable; C{reason} is one of the words above."""
+
+    def __init__(self, reason: str, detail: str, fingerprint: Optional[str] = None, subject: Optional[str] = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.fingerprint = fingerprint
+        self.subject = subject
+
+    def event_fields(self) -> dict:
+        return {"reason": self.reason, "detail": self.detail, "fingerprint": self.fingerprint, "subject": self.subject}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A certificate that passed the checks but names no known device: what an unknown-device policy sees."""
+
+    fingerprint: str
+    subject: str
+    #: The id cert-to-name produced, or C{None} when no rule matched.
+    mapped_id: Optional[str]
+    certificate: x509.Certificate
+    chain: Tuple[x509.Certificate, ...]
+    peer: str = "?"
+
+
+#: Decides about a certificate that is trusted but belongs to no known
+#: device: return a L{Device} to admit it, C{None} to refuse.  (The
+#: inventory's "pending" policy records the candidate and returns C{None}.)
+UnknownDevicePolicy = Callable[[Candidate], Optional[Device]]
+
+
+def refuse_unknown_devices(candidate: Candidate) -> Optional[Device]:
+    """The default policy: only devices in the directory may call home."""
+    return None
+
+
+@dataclass(frozen=True)
+class Identified:
+    """The outcome of a successful verification."""
+
+    device: Device
+    fingerprint: str
+    subject: str
+    #: How the device was recognised: C{pinned-fingerprint}, C{cert-to-name:MAP-TYPE}, or C{policy}.
+    matched_by: str
+    #: Leaf first; the trust anchor last when the chain was verified.
+    chain: Tuple[x509.Certificate, ...]
+
+    @property
+    def device_id(self) -> str:
+        return self.device.id
+
+
+class CertificateVerifier:
+    def __init__(
+        self,
+        trust: TrustStore,
+        rules: Iterable[CertToNameRule],
+        directory: DeviceDirectory,
+        unknown_device_policy: UnknownDevicePolicy = refuse_unknown_devices,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
+    ):
+        self.trust = trust
+        self.rules = tuple(rules)
+        self.directory = directory
+        self.unknown_device_policy = unknown_device_policy
+        self._now = now
+
+    def verify(
+        self,
+        leaf: Optional[x509.Certificate],
+        presented: Sequence[x509.Certificate] = (),
+        peer_role: str = PEER_IS_CLIENT,
+        peer: str = "?",
+    ) -> Identified:
+        """
+        Check C{leaf} (with the other certificates the peer sent, C{presented})
+        and identify its device; raise L{CertificateRefused} otherwise.
+        """
+        if leaf is None:
+            raise CertificateRefused(NO_CERTIFICATE, "the device presented no certificate")
+        fingerprint = fingerprint_of(leaf)
+        subject = leaf.subject.rfc4514_string()
+
+        def refuse(reason: str, detail: str) -> CertificateRefused:
+            return CertificateRefused(reason, detail, fingerprint, subject)
+
+        now = self._now()
+        _check_dates(leaf, now, refuse, "the certificate")
+        intermediates = [c for c in presented if fingerprint_of(c) != fingerprint]
+        pinned = self.directory.by_tls_fingerprint(fingerprint)
+        try:
+            chain = self._verified_chain(leaf, intermediates, now)
+        except CertificateRefused as error:
+            if pinned is None:
+                raise refuse(error.reason, error.detail) from None
+            chain = (leaf,)  # pinned: the fingerprint itself is the trust
+        _check_usage(leaf, peer_role, refuse)
+        self._check_revocation(chain, intermediates, refuse)
+        device, matched_by = self._identify(pinned, leaf, chain, fingerprint, subject, peer, refuse)
+        if not device.enabled:
+            raise refuse(DEVICE_DISABLED, f"device {device.id!r} is disabled")
+        if device.tls_expected_identity:
+            _check_expected_identity(leaf, device, refuse)
+        return Identified(device, fingerprint, subject, matched_by, chain)
+
+    # -- chain ----------------------------------------------------------
+
+    def _verified_chain(self, leaf, intermediates, now) -> Tuple[x509.Certificate, ...]:
+        if not self.trust.anchors:
+            raise CertificateRefused(UNTRUSTED_CHAIN, "no trust anchors are configured and the certificate is not pinned")
+        store = crypto.X509Store()
+        for anchor in self.trust.anchors:
+            store.add_cert(crypto.X509.from_cryptography(anchor))
+        # An intermediate CA may be the configured anchor (trust a
+        # vendor's device sub-CA without its root).
+        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+        store.set_time(now.replace(tzinfo=None))
+        context = crypto.X509StoreContext(
+            store, crypto.X509.from_cryptography(leaf), [crypto.X509.from_cryptography(c) for c in intermediates]
+        )
+        try:
+            verified = context.get_verified_chain()
+        except crypto.X509StoreContextError as error:
+            code, depth, message = (list(error.errors) + [None, None, str(error)])[:3]
+            reason = _OPENSSL_REASONS.get(code, UNTRUSTED_CHAIN)
+            where = "the certificate" if not depth else f"CA certificate at depth {depth}"
+            raise CertificateRefused(reason, f"{where}: {message}") from None
+        return tuple(certificate.to_cryptography() for certificate in verified)
+
+    # -- revocation -----------------------------------------------------
+
+    def _check_revocation(self, chain, intermediates, refuse) -> None:
+        """Refuse when a CRL from a certificate's verified issuer lists it (RFC 8071 C5)."""
+        if not self.trust.crls:
+            return
+        known = (*chain, *intermediates)
+        for certificate in chain:
+            if certificate in self.trust.anchors:
+                continue  # anchors are trusted by configuration, not by CRL
+            issuer = self.trust.issuer_of(certificate, known)
+            if issuer is None:
+                continue
+            for crl in self.trust.crls:
+                if crl.issuer != certificate.issuer or not crl.is_signature_valid(issuer.public_key()):
+                    continue
+                entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+                if entry is not None:
+                    which = "the certificate" if certificate is chain[0] else f"CA {certificate.subject.rfc4514_string()}"
+                    raise refuse(REVOKED, f"{which} was revoked on {entry.revocation_date_utc.date().isoformat()}")
+
+    # -- identification -------------------------------------------------
+
+    def _identify(self, pinned, leaf, chain, fingerprint, subject, peer, refuse) -> Tuple[Device, str]:
+        if pinned is not None:
+            return pinned, "pinned-fingerprint"
+        mapped = map_certificate(self.rules, leaf, chain)
+        mapped_id = mapped[0] if mapped else None
+        if mapped is not None:
+            device = self.directory.get(mapped_id)
+            if device is not None:
+                return device, f"cert-to-name:{mapped[1].map_type}"
+        candidate = Candidate(fingerprint, subject, mapped_id, leaf, tuple(chain), peer)
+        device = self.unknown_device_policy(candidate)
+        if device is not None:
+            return device, "policy"
+        if mapped_id is None:
+            raise refuse(UNKNOWN_DEVICE, "no pinned fingerprint and no cert-to-name rule maps this certificate")
+        raise refuse(UNKNOWN_DEVICE, f"cert-to-name gives {mapped_id!r}, which is not in the inventory")
+
+
+def _check_dates(certificate: x509.Certificate, now: datetime.datetime, refuse, what: str) -> None:
+    if now < certificate.not_valid_before_utc:
+        raise refuse(NOT_YET_VALID, f"{what} is valid from {certificate.not_valid_before_utc.isoformat()}")
+    if now > certificate.not_valid_after_utc:
+        raise refuse(EXPIRED, f"{what} expired on {certificate.not_valid_after_utc.isoformat()}")
+
+
+_ROLE_USAGE = {PEER_IS_CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH, PEER_IS_SERVER: ExtendedKeyUsageOID.SERVER_AUTH}
+
+
+def _check_usage(certificate: x509.Certificate, peer_role: str, refuse) -> None:
+    """Extended key usage, when present, must allow the TLS role; key usage must allow signing."""
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    wanted = _ROLE_USAGE[peer_role]
+    if usages is not None and wanted not in usages and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
+        raise refuse(KEY_USAGE, f"extended key usage does not allow TLS {peer_role} authentication ({wanted._name})")
+    try:
+        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not (key_usage.digital_signature or key_usage.key_encipherment or key_usage.key_agreement):
+        raise refuse(KEY_USAGE, "key usage allows neither digitalSignature, keyEncipherment nor keyAgreement")
+    if key_usage.key_cert_sign and not key_usage.digital_signature:
+        raise refuse(KEY_USAGE, "a CA certificate cannot be a device certificate")
+
+
+def _check_expected_identity(certificate: x509.Certificate, device: Device, refuse) -> None:
+    kind, _, value = device.tls_expected_identity.partition(":")
+    kinds = {"dns": identity_rules.DNS_ID, "ip": identity_rules.IPAddress_ID, "uri": identity_rules.URI_ID}
+    if kind not in kinds or not value:
+        raise refuse(IDENTITY_MISMATCH, f"device {device.id!r} has an unusable expected identity {device.tls_expected_identity!r}")
+    try:
+        wanted = kinds[kind](value)
+        identity_rules.verify_service_identity(extract_patterns(certificate), obligatory_ids=[wanted], optional_ids=[])
+    except (VerificationError, ValueError) as error:
+        raise refuse(IDENTITY_MISMATCH, f"expected {device.tls_expected_identity}: {error}") from None
