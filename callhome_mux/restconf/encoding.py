@@ -1,0 +1,115 @@
+"""
+The two RESTCONF encodings: media types, and decoding replies safely.
+
+JSON goes through the stdlib.  XML goes through lxml with entity
+resolution, DTD loading and network access off, and any document with a
+DOCTYPE is refused outright: RESTCONF never needs one, and refusing it
+closes the door on entity expansion tricks (billion laughs, external
+entities) whatever the parser's defaults become.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from lxml import etree
+
+from callhome_mux.restconf.errors import UnsafeContent
+
+JSON = "json"
+XML = "xml"
+
+MEDIA_TYPES = {
+    JSON: "application/yang-data+json",
+    XML: "application/yang-data+xml",
+}
+XRD_MEDIA_TYPE = "application/xrd+xml"
+
+RESTCONF_NAMESPACE = "urn:ietf:params:xml:ns:yang:ietf-restconf"
+
+
+def accept_header(preferred: str) -> str:
+    """Accept both encodings, C{preferred} first: a device may speak only one."""
+    other = XML if preferred == JSON else JSON
+    return f"{MEDIA_TYPES[preferred]}, {MEDIA_TYPES[other]};q=0.9"
+
+
+def encoding_of(content_type: Optional[str]) -> Optional[str]:
+    """C{json}, C{xml} or C{None} from a Content-Type value (parameters ignored)."""
+    if not content_type:
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.endswith("+json") or media == "application/json":
+        return JSON
+    if media.endswith("+xml") or media in ("application/xml", "text/xml"):
+        return XML
+    return None
+
+
+def _safe_parser() -> etree.XMLParser:
+    # A new parser per document: lxml parsers are not safe to share across
+    # re-entrant use, and construction is cheap next to a network round trip.
+    return etree.XMLParser(
+        resolve_entities=False,
+        load_dtd=False,
+        dtd_validation=False,
+        no_network=True,
+        huge_tree=False,
+        remove_blank_text=True,
+    )
+
+
+def parse_xml(body: bytes) -> etree._Element:
+    """Parse C{body}; refuse a DOCTYPE and malformed documents with L{UnsafeContent}."""
+    # Cheap early refusal for the common (ASCII-compatible) case; the
+    # docinfo check below catches DOCTYPEs hidden by another encoding.
+    if b"<!DOCTYPE" in body[:4096].upper():
+        raise UnsafeContent("XML with a DOCTYPE is refused")
+    try:
+        root = etree.fromstring(body, _safe_parser())
+    except etree.XMLSyntaxError as error:
+        raise UnsafeContent(f"malformed XML: {error}") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise UnsafeContent("XML with a DOCTYPE is refused")
+    return root
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise UnsafeContent(f"malformed JSON: {error}") from None
+
+
+def decode(body: bytes, content_type: Optional[str]) -> Any:
+    """
+    The decoded reply: a JSON value, an lxml element, or C{None} for an empty
+    body.  A body of another media type comes back as the bytes themselves.
+    """
+    if not body:
+        return None
+    kind = encoding_of(content_type)
+    if kind == JSON:
+        return parse_json(body)
+    if kind == XML:
+        return parse_xml(body)
+    return body
+
+
+def encode(data: Any, encoding: str) -> bytes:
+    """
+    A request body: JSON values are serialised; XML must be an lxml element
+    or already-serialised bytes/str (there is no faithful dict-to-XML
+    mapping without the YANG schema).
+    """
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str) and encoding == XML:
+        return data.encode("utf-8")
+    if encoding == JSON:
+        return json.dumps(data, separators=(",", ":")).encode("utf-8")
+    if isinstance(data, etree._Element):
+        return etree.tostring(data, encoding="utf-8")
+    raise TypeError(f"an XML request body must be an lxml element, bytes or str, not {type(data).__name__}")
