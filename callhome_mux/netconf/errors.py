@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-BASE_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
+from callhome_mux.netconf.namespaces import BASE_NS
 
 
 class NetconfError(Exception):

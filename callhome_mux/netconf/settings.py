@@ -7,8 +7,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from callhome_mux.settings import ConfigError, at_least, from_table, positive
 
-BASE_1_0 = "urn:ietf:params:netconf:base:1.0"
-BASE_1_1 = "urn:ietf:params:netconf:base:1.1"
+from callhome_mux.netconf.namespaces import BASE_1_0, BASE_1_1
 
 SECTION = "netconf"
 

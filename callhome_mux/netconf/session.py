@@ -1,0 +1,527 @@
+"""
+The NETCONF client over any Twisted transport (RFC 6241, RFC 6242).
+
+L{NetconfClientProtocol} is handed a transport by the SSH or TLS layer.  It
+sends our <hello>, waits (under C{hello_timeout}) for the device's, agrees on
+the framing, and then offers a L{NetconfSession}: RPCs matched to replies by
+message-id, any number outstanding, each under its own timeout, and
+notifications passed in order to one subscriber.
+
+The protocol only calls C{transport.write} and C{transport.loseConnection},
+so an SSH channel adapter and a TLS transport fit equally.  The hot path (one
+reply in, one Deferred fired) emits no events and formats no strings.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import re
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
+
+from lxml import etree
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from callhome_mux.events import EventBus
+from callhome_mux.netconf import xmlsafe
+from callhome_mux.netconf.errors import (
+    HelloTimeoutError,
+    NetconfProtocolError,
+    RPCError,
+    RPCErrorItem,
+    RPCTimeoutError,
+    SessionLostError,
+)
+from callhome_mux.netconf.framing import FrameDecoder, encode_chunked, encode_eom
+from callhome_mux.netconf.namespaces import (
+    BASE_1_0,
+    BASE_1_1,
+    BASE_NS,
+    HELLO,
+    NOTIFICATION_TAG,
+    RPC_ERROR,
+    RPC_REPLY,
+    qn,
+)
+from callhome_mux.netconf.operations import NetconfOperations
+from callhome_mux.netconf.settings import NetconfSettings
+from callhome_mux.sessions import ManagedSession
+
+__all__ = ["NetconfClientProtocol", "NetconfSession", "hello_message"]
+
+_RPC_OPEN = b'<rpc xmlns="' + BASE_NS.encode() + b'" message-id="'
+_XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
+_OPERATION_NAME = re.compile(rb"\s*<(?:[\w.-]+:)?([\w.-]+)")
+_EOM = b"]]>]]>"
+# How many timed-out or cancelled message-ids we remember, so that a late
+# reply is recognised rather than reported as a protocol error.
+_ABANDONED_MEMORY = 4096
+_MAX_SESSION_ID = 4294967295
+
+
+def hello_message(capabilities, session_id: Optional[int] = None) -> bytes:
+    """A <hello> document advertising C{capabilities} (and C{session_id} for a server)."""
+    hello = etree.Element(HELLO, nsmap={None: BASE_NS})
+    container = etree.SubElement(hello, qn("capabilities"))
+    for capability in capabilities:
+        etree.SubElement(container, qn("capability")).text = capability
+    if session_id is not None:
+        etree.SubElement(hello, qn("session-id")).text = str(session_id)
+    return etree.tostring(hello, xml_declaration=True, encoding="UTF-8")
+
+
+def operation_name(request) -> str:
+    """The local name of an RPC's operation, for error messages."""
+    if isinstance(request, (bytes, bytearray)):
+        match = _OPERATION_NAME.match(_XML_DECLARATION.sub(b"", bytes(request[:512])))
+        return match.group(1).decode("ascii", "replace") if match else "rpc"
+    return etree.QName(request).localname
+
+
+class _Pending:
+    __slots__ = ("deferred", "timer", "request")
+
+    def __init__(self, deferred, request):
+        self.deferred = deferred
+        self.request = request
+        self.timer = None
+
+
+class NetconfClientProtocol(Protocol):
+    """
+    The manager's side of one NETCONF session.
+
+    @param events: where session events go (C{netconf.hello.done},
+        C{netconf.protocol.error}, C{netconf.session.lost} ...).
+    @param clock: C{IReactorTime} for the hello and RPC timers (tests pass a
+        L{twisted.internet.task.Clock}); default the global reactor.
+    @param device_id: the device, when the transport layer knows it already;
+        it may also set C{device_id} later, before the session is registered.
+    @param details: the dict the transport layer fills (transport, peer,
+        algorithms); shared, not copied, and extended with what NETCONF learns.
+    """
+
+    def __init__(
+        self,
+        events: Optional[EventBus] = None,
+        settings: Optional[NetconfSettings] = None,
+        clock=None,
+        device_id: str = "",
+        connection_id: Optional[str] = None,
+        details: Optional[Dict[str, Any]] = None,
+    ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.events = events if events is not None else EventBus(clock=clock)
+        self.settings = settings if settings is not None else NetconfSettings()
+        self.device_id = device_id
+        self.connection_id = connection_id
+        self.details: Dict[str, Any] = details if details is not None else {}
+        #: The session, once the hellos are exchanged.
+        self.session: Optional[NetconfSession] = None
+        self._state = "new"  # new -> hello -> ready -> closing -> lost
+        self._decoder = FrameDecoder(self.settings.max_message_size, self.settings.effective_max_chunk_size)
+        self._chunked = False
+        self._hello_timer = None
+        self._ids = itertools.count(1)
+        self._pending: Dict[str, _Pending] = {}
+        self._abandoned: Set[str] = set()
+        self._abandoned_order: Deque[str] = collections.deque()
+        self._ready_waiters: List[defer.Deferred] = []
+        self._ready_failure: Optional[Exception] = None
+        self._lost_waiters: List[defer.Deferred] = []
+        self._lost_reason: Optional[str] = None
+        self._end_reason: Optional[str] = None
+        self._subscriber: Optional[Callable[[Any], None]] = None
+
+    # -- what the transport layer and applications use --------------------
+
+    def whenReady(self) -> defer.Deferred:
+        """Fires with the L{NetconfSession} after the hellos; fails if the session never gets there."""
+        if self.session is not None and self._state in ("ready", "closing"):
+            return defer.succeed(self.session)
+        if self._ready_failure is not None:
+            return defer.fail(self._ready_failure)
+        waiter: defer.Deferred = defer.Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
+
+    def whenLost(self) -> defer.Deferred:
+        """Fires with a text reason when the connection has ended."""
+        if self._state == "lost":
+            return defer.succeed(self._lost_reason)
+        waiter: defer.Deferred = defer.Deferred()
+        self._lost_waiters.append(waiter)
+        return waiter
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    # -- IProtocol --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._state = "hello"
+        self.transport.write(encode_eom(hello_message(self.settings.capabilities)))
+        self._hello_timer = self.clock.callLater(self.settings.hello_timeout, self._hello_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state not in ("hello", "ready", "closing"):
+            return
+        decoder = self._decoder
+        try:
+            decoder.push(data)
+            while self._state in ("hello", "ready", "closing"):
+                message = decoder.next_message()
+                if message is None:
+                    return
+                self._message_received(message)
+        except NetconfProtocolError as error:
+            self._fail_session(str(error))
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self._state == "lost":
+            return
+        was_ready = self.session is not None
+        clean = self._state == "closing"
+        self._state = "lost"
+        self._cancel_hello_timer()
+        why = self._end_reason or _describe_failure(reason)
+        self._lost_reason = why
+        self._fail_everything(why)
+        if was_ready:
+            self._emit("netconf.session.closed" if clean else "netconf.session.lost", reason=why)
+        else:
+            self._emit("netconf.session.lost", reason=why, during="hello")
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for waiter in waiters:
+            waiter.callback(why)
+
+    # -- sending ----------------------------------------------------------
+
+    def rpc(self, request, timeout: Optional[float] = None) -> defer.Deferred:
+        """See L{NetconfSession.rpc}."""
+        if self._state != "ready":
+            return defer.fail(self._not_usable())
+        return self._send_rpc(request, timeout)
+
+    def _send_rpc(self, request, timeout: Optional[float]) -> defer.Deferred:
+        if isinstance(request, str):
+            request = request.encode("utf-8")
+        if isinstance(request, (bytes, bytearray)):
+            body = bytes(request)
+            if body.lstrip().startswith(b"<?xml"):
+                body = _XML_DECLARATION.sub(b"", body, count=1)
+        else:
+            body = etree.tostring(request)
+        message_id = str(next(self._ids))
+        message = _RPC_OPEN + message_id.encode("ascii") + b'">' + body + b"</rpc>"
+        if not self._chunked and _EOM in message:
+            return defer.fail(ValueError("an RPC containing ']]>]]>' cannot be sent with base:1.0 framing"))
+        pending = _Pending(None, request)
+        deferred = defer.Deferred(lambda d: self._abandon(message_id))
+        pending.deferred = deferred
+        self._pending[message_id] = pending
+        if timeout is None:
+            timeout = self.settings.rpc_timeout
+        if timeout:
+            pending.timer = self.clock.callLater(timeout, self._rpc_timed_out, message_id, timeout)
+        self._write(message)
+        return deferred
+
+    def _write(self, message: bytes) -> None:
+        if self._chunked:
+            self.transport.write(encode_chunked(message, self.settings.send_chunk_size))
+        else:
+            self.transport.write(message + _EOM)
+
+    def close_session(self) -> defer.Deferred:
+        """Send <close-session>; fires with the reply, then the transport is closed."""
+        if self._state != "ready":
+            return defer.fail(self._not_usable())
+        self._state = "closing"
+        self._end_reason = self._end_reason or "closed by us (close-session)"
+        deferred = self._send_rpc(b"<close-session/>", self.settings.close_timeout)
+        deferred.addBoth(self._drop_after_close)
+        return deferred
+
+    def close(self, reason: str = "closed") -> None:
+        """End the session cleanly: <close-session> if it is up, then drop the transport."""
+        if self._state == "lost":
+            return
+        self._end_reason = self._end_reason or reason
+        if self._state == "ready":
+            self._emit("netconf.session.closing", reason=reason)
+            self.close_session().addErrback(lambda failure: None)
+        elif self._state in ("new", "hello"):
+            self._end(reason)
+
+    def _drop_after_close(self, result):
+        if self._state != "lost":
+            self.transport.loseConnection()
+        return result
+
+    def subscribe(self, callback: Optional[Callable[[Any], None]]) -> None:
+        """Deliver every <notification> element to C{callback} (None: stop)."""
+        self._subscriber = callback
+
+    # -- receiving --------------------------------------------------------
+
+    def _message_received(self, message: bytes) -> None:
+        root = xmlsafe.parse(message)
+        tag = root.tag
+        if tag == RPC_REPLY and self._state != "hello":
+            self._reply_received(root)
+        elif tag == NOTIFICATION_TAG and self._state != "hello":
+            self._notification_received(root)
+        elif tag == HELLO:
+            if self._state != "hello":
+                raise NetconfProtocolError("the device sent a second <hello>")
+            self._hello_received(root)
+        elif self._state == "hello":
+            raise NetconfProtocolError(f"expected <hello>, the device sent <{etree.QName(root).localname}>")
+        else:
+            self._emit(
+                "netconf.protocol.error",
+                reason=f"ignoring unexpected message <{etree.QName(root).localname}>",
+                fatal=False,
+            )
+
+    def _hello_received(self, hello) -> None:
+        capabilities = frozenset(
+            element.text.strip()
+            for element in hello.iterfind(f"{{{BASE_NS}}}capabilities/{{{BASE_NS}}}capability")
+            if element.text and element.text.strip()
+        )
+        text = hello.findtext(qn("session-id"))
+        text = text.strip() if text else ""
+        if not text.isdigit() or not (1 <= int(text) <= _MAX_SESSION_ID):
+            raise NetconfProtocolError(
+                f"the device's <hello> has no valid <session-id> (got {text!r}; RFC 6241 §8.1 requires one)"
+            )
+        uris = frozenset(capability.split("?", 1)[0] for capability in capabilities)
+        ours = self.settings.capabilities
+        if BASE_1_1 in uris and BASE_1_1 in ours:
+            base = "1.1"
+        elif BASE_1_0 in uris and BASE_1_0 in ours:
+            base = "1.0"
+        else:
+            raise NetconfProtocolError(
+                "no common NETCONF base version: the device advertises "
+                f"{sorted(c for c in uris if ':base:' in c) or 'none'}, we advertise {list(ours)}"
+            )
+        self._cancel_hello_timer()
+        if base == "1.1":
+            self._chunked = True
+            self._decoder.switch_to_chunked()
+        session_id = int(text)
+        self._state = "ready"
+        self.session = NetconfSession(self, session_id, capabilities, uris, base)
+        self.details.update(session_id=session_id, netconf_base=base, capability_count=len(capabilities))
+        self._emit("netconf.hello.done", session_id=session_id, base=base, capability_count=len(capabilities))
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(self.session)
+
+    def _reply_received(self, reply) -> None:
+        message_id = reply.get("message-id")
+        pending = self._pending.pop(message_id, None)
+        if pending is None:
+            self._unmatched_reply(message_id)
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if reply.find(RPC_ERROR) is not None:
+            errors = [RPCErrorItem.from_element(element) for element in reply.iterfind(RPC_ERROR)]
+            if any(error.severity != "warning" for error in errors):
+                pending.deferred.errback(RPCError(errors, reply, operation_name(pending.request)))
+                return
+        pending.deferred.callback(reply)
+
+    def _unmatched_reply(self, message_id: Optional[str]) -> None:
+        if message_id in self._abandoned:
+            self._abandoned.discard(message_id)
+            self._emit("netconf.rpc.late-reply", message_id=message_id)
+            return
+        self._emit(
+            "netconf.protocol.error",
+            reason=(
+                "rpc-reply without a message-id ignored"
+                if message_id is None
+                else f"rpc-reply with unknown message-id {message_id!r} ignored"
+            ),
+            fatal=False,
+        )
+
+    def _notification_received(self, notification) -> None:
+        subscriber = self._subscriber
+        if subscriber is None:
+            self._emit("netconf.notification.unexpected", reason="notification without a subscription dropped")
+            return
+        try:
+            subscriber(notification)
+        except Exception as error:
+            self._emit("netconf.notification.callback.error", reason=repr(error))
+
+    # -- timers and failure -------------------------------------------------
+
+    def _hello_timed_out(self) -> None:
+        self._hello_timer = None
+        if self._state != "hello":
+            return
+        timeout = self.settings.hello_timeout
+        self._emit("netconf.hello.timeout", timeout=timeout)
+        self._end(f"no <hello> from the device within {timeout:g} s", HelloTimeoutError)
+
+    def _rpc_timed_out(self, message_id: str, timeout: float) -> None:
+        pending = self._pending.pop(message_id, None)
+        if pending is None:
+            return
+        self._remember_abandoned(message_id)
+        name = operation_name(pending.request)
+        self._emit("netconf.rpc.timeout", message_id=message_id, operation=name, timeout=timeout)
+        pending.deferred.errback(RPCTimeoutError(message_id, timeout, name))
+
+    def _abandon(self, message_id: str) -> None:
+        # Deferred canceller: forget the RPC; a later reply is expected and ignored.
+        pending = self._pending.pop(message_id, None)
+        if pending is not None:
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+            self._remember_abandoned(message_id)
+
+    def _remember_abandoned(self, message_id: str) -> None:
+        self._abandoned.add(message_id)
+        self._abandoned_order.append(message_id)
+        if len(self._abandoned_order) > _ABANDONED_MEMORY:
+            self._abandoned.discard(self._abandoned_order.popleft())
+
+    def _fail_session(self, reason: str) -> None:
+        """The device broke the protocol: report it and end the session."""
+        self._emit("netconf.protocol.error", reason=reason, fatal=True)
+        self._end(f"protocol error: {reason}", NetconfProtocolError)
+
+    def _end(self, reason: str, ready_error=SessionLostError) -> None:
+        if self._state == "lost":
+            return
+        self._end_reason = reason
+        self._state = "failing"
+        self._cancel_hello_timer()
+        self._fail_everything(reason, ready_error)
+        self.transport.loseConnection()
+
+    def _fail_everything(self, reason: str, ready_error=SessionLostError) -> None:
+        """Fail the hello waiters and every outstanding RPC at once."""
+        if self._ready_failure is None and self.session is None:
+            self._ready_failure = ready_error(reason)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.errback(ready_error(reason))
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            if entry.timer is not None and entry.timer.active():
+                entry.timer.cancel()
+            entry.deferred.errback(SessionLostError(f"session lost before the reply: {reason}"))
+
+    def _not_usable(self) -> Exception:
+        if self._state in ("new", "hello"):
+            return NetconfProtocolError("the NETCONF session is not ready yet (hello not exchanged)")
+        return SessionLostError(f"the NETCONF session is {self._state}: {self._end_reason or self._lost_reason}")
+
+    def _cancel_hello_timer(self) -> None:
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
+
+    def _emit(self, event: str, **fields) -> None:
+        self.events.emit(
+            event,
+            connection_id=self.connection_id,
+            device_id=self.device_id,
+            peer=self.details.get("peer"),
+            **fields,
+        )
+
+
+def _describe_failure(reason) -> str:
+    value = getattr(reason, "value", None)
+    if value is None:
+        return "connection closed"
+    text = str(value) or type(value).__name__
+    return text
+
+
+class NetconfSession(NetconfOperations, ManagedSession):
+    """
+    A NETCONF session that is up: what applications and the registry use.
+
+    @ivar session_id: the device's session-id.
+    @ivar capabilities: the device's capabilities (frozenset of URIs as sent).
+    @ivar base: C{"1.0"} or C{"1.1"}.
+    """
+
+    def __init__(self, protocol: NetconfClientProtocol, session_id: int, capabilities, capability_uris, base: str):
+        self.protocol = protocol
+        self.session_id = session_id
+        self.capabilities = capabilities
+        self._capability_uris = capability_uris
+        self.base = base
+
+    @property
+    def device_id(self) -> str:
+        return self.protocol.device_id
+
+    @device_id.setter
+    def device_id(self, value: str) -> None:
+        self.protocol.device_id = value
+
+    @property
+    def details(self) -> Dict[str, Any]:
+        return self.protocol.details
+
+    def has_capability(self, uri: str) -> bool:
+        """Whether the device advertised C{uri} (parameters after C{?} ignored)."""
+        return uri.split("?", 1)[0] in self._capability_uris
+
+    def capability_parameters(self, uri: str) -> Optional[Dict[str, str]]:
+        """The C{?a=b&c=d} parameters of an advertised capability, or None if not advertised."""
+        for capability in self.capabilities:
+            base, _, query = capability.partition("?")
+            if base == uri:
+                pairs = (item.partition("=") for item in query.split("&") if item)
+                return {key: value for key, _, value in pairs}
+        return None
+
+    @property
+    def is_up(self) -> bool:
+        return self.protocol.state == "ready"
+
+    def rpc(self, request, timeout: Optional[float] = None) -> defer.Deferred:
+        """
+        Send one RPC; fires with the <rpc-reply> element.
+
+        C{request} is the operation: an lxml element, or its XML as bytes or
+        str (unqualified elements are in the NETCONF base namespace).  Fails
+        with L{RPCError} (every <rpc-error>), L{RPCTimeoutError} after
+        C{timeout} seconds (None: the configured default, 0: none), or
+        L{SessionLostError}.  Cancelling the Deferred forgets the RPC.
+        """
+        return self.protocol.rpc(request, timeout)
+
+    def close(self, reason: str = "closed") -> None:
+        self.protocol.close(reason)
+
+    def close_session(self) -> defer.Deferred:
+        return self.protocol.close_session()
+
+    def whenLost(self) -> defer.Deferred:
+        return self.protocol.whenLost()
+
+    def _subscribe(self, callback) -> None:
+        self.protocol.subscribe(callback)
+
+    def __repr__(self) -> str:
+        return f"<NetconfSession device={self.device_id!r} session-id={self.session_id} base={self.base}>"
