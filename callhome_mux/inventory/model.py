@@ -51,12 +51,16 @@ class Credentials:
     #: Path of a private key file (OpenSSH or PEM format).
     private_key_file: Optional[str] = None
     private_key_passphrase: Optional[str] = field(default=None, repr=False)
+    #: Where C{password} was read from, when the configuration named a file
+    #: rather than the password itself (shown; the password is not).
+    password_file: Optional[str] = None
 
     def describe(self) -> Dict[str, object]:
         """What may be shown about these credentials: never the secrets themselves."""
         return {
             "username": self.username,
             "password": self.password is not None,
+            "password_file": self.password_file,
             "private_key_file": self.private_key_file,
         }
 

@@ -1,0 +1,79 @@
+"""
+The inventory database schema and its migrations.
+
+C{MIGRATIONS[n]} takes a database from version C{n} to C{n + 1}; a new
+database runs them all.  A released migration is never edited: a change is
+a new entry at the end, so every old file upgrades along the same path.
+Each migration runs in one transaction with the version bump, so a crash
+mid-migration leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import List, Tuple
+
+MIGRATIONS: List[Tuple[str, ...]] = [
+    # 0 -> 1: devices added at runtime, pending identities, per-device history.
+    (
+        "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+        "INSERT INTO schema_version (version) VALUES (0)",
+        "CREATE TABLE devices (id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL)",
+        "CREATE TABLE pending ("
+        " id INTEGER PRIMARY KEY, kind TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+        " subject TEXT, claimed_device_id TEXT, address TEXT,"
+        " first_seen REAL NOT NULL, last_seen REAL NOT NULL, count INTEGER NOT NULL,"
+        " status TEXT NOT NULL, UNIQUE (kind, fingerprint))",
+        "CREATE TABLE history ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL,"
+        " time REAL NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL)",
+    ),
+    # 1 -> 2: device state survives restarts; history pruning uses indexes
+    # instead of scanning; pending entries say whether the handshake proved
+    # the identity (rows from version 1 were all proven ones).
+    (
+        "CREATE TABLE device_state ("
+        " device_id TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, since REAL,"
+        " last_seen REAL, last_address TEXT, transport TEXT, details TEXT NOT NULL DEFAULT '{}')",
+        "CREATE INDEX history_by_device ON history (device_id, id)",
+        "CREATE INDEX history_by_time ON history (time)",
+        "ALTER TABLE pending ADD COLUMN verified INTEGER NOT NULL DEFAULT 1",
+    ),
+]
+
+CURRENT_VERSION = len(MIGRATIONS)
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this version of callhome-mux."""
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    return connection.execute("SELECT version FROM schema_version").fetchone()[0]
+
+
+def migrate(connection: sqlite3.Connection, target: int = CURRENT_VERSION) -> Tuple[int, int]:
+    """Bring the database to C{target}; return (version before, version after)."""
+    before = schema_version(connection)
+    if before > CURRENT_VERSION:
+        raise SchemaError(
+            f"database schema version {before} is newer than this callhome-mux understands ({CURRENT_VERSION})"
+        )
+    for version in range(before, target):
+        # BEGIN IMMEDIATE: take the write lock up front, so the check of
+        # the version and the migration are one atomic step.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(connection) != version:
+                raise SchemaError("schema changed under us during migration")
+            for statement in MIGRATIONS[version]:
+                connection.execute(statement)
+            connection.execute("UPDATE schema_version SET version = ?", (version + 1,))
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+    return before, max(before, target)

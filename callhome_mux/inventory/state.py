@@ -1,0 +1,116 @@
+"""
+Per-device connection state, and how other layers' events map onto it.
+
+The SSH, TLS, NETCONF and RESTCONF layers do not call the inventory: they
+emit events, and L{EVENT_STATES} says which events move a device to which
+state.  Event names of other layers may still change; this table is the
+one place to follow them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Optional, Tuple
+
+NEVER_SEEN = "never-seen"
+CONNECTING = "connecting"
+AUTHENTICATING = "authenticating"
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+FAILED = "failed"
+STATES = (NEVER_SEEN, CONNECTING, AUTHENTICATING, CONNECTED, DISCONNECTED, FAILED)
+
+# Why a device is in FAILED.
+NOT_ALLOWED = "not-allowed"
+HOST_KEY_MISMATCH = "host-key-mismatch"
+CERTIFICATE_REFUSED = "certificate-refused"
+AUTHENTICATION_FAILED = "authentication-failed"
+PROTOCOL_ERROR = "protocol-error"
+TIMEOUT = "timeout"
+FAILURE_REASONS = (NOT_ALLOWED, HOST_KEY_MISMATCH, CERTIFICATE_REFUSED, AUTHENTICATION_FAILED, PROTOCOL_ERROR, TIMEOUT)
+
+#: event name -> (state, failure reason or None).  A failure also counts
+#: towards throttling of the identity and the address; CONNECTED clears it.
+EVENT_STATES: Dict[str, Tuple[str, Optional[str]]] = {
+    "connection.identified": (CONNECTING, None),
+    "ssh.hostkey.verified": (AUTHENTICATING, None),
+    "ssh.device.identified": (AUTHENTICATING, None),
+    "tls.device.identified": (AUTHENTICATING, None),
+    "tls.certificate.verified": (AUTHENTICATING, None),
+    "session.up": (CONNECTED, None),
+    "session.lost": (DISCONNECTED, None),
+    "ssh.hostkey.unknown": (FAILED, NOT_ALLOWED),
+    "tls.certificate.unknown": (FAILED, NOT_ALLOWED),
+    "ssh.device.disabled": (FAILED, NOT_ALLOWED),
+    "tls.device.disabled": (FAILED, NOT_ALLOWED),
+    "ssh.hostkey.mismatch": (FAILED, HOST_KEY_MISMATCH),
+    "tls.certificate.refused": (FAILED, CERTIFICATE_REFUSED),
+    "tls.certificate.mismatch": (FAILED, CERTIFICATE_REFUSED),
+    "ssh.auth.failed": (FAILED, AUTHENTICATION_FAILED),
+    "ssh.authentication.failed": (FAILED, AUTHENTICATION_FAILED),
+    "netconf.hello.failed": (FAILED, PROTOCOL_ERROR),
+    "netconf.protocol.error": (FAILED, PROTOCOL_ERROR),
+    "restconf.discovery.failed": (FAILED, PROTOCOL_ERROR),
+    "ssh.auth.timeout": (FAILED, TIMEOUT),
+    "tls.handshake.timeout": (FAILED, TIMEOUT),
+    "netconf.hello.timeout": (FAILED, TIMEOUT),
+}
+
+#: Name endings understood when a name is not in the table (so a new
+#: event of a known kind still counts), tried in order.
+SUFFIX_STATES: Tuple[Tuple[str, Tuple[str, Optional[str]]], ...] = (
+    (".mismatch", (FAILED, HOST_KEY_MISMATCH)),
+    (".timeout", (FAILED, TIMEOUT)),
+    ("protocol.error", (FAILED, PROTOCOL_ERROR)),
+)
+
+#: Events kept in a device's history even though they change no state.
+HISTORY_ONLY = frozenset({"session.replaced"})
+
+
+def state_for_event(name: str) -> Optional[Tuple[str, Optional[str]]]:
+    """(state, failure reason) for event C{name}, or C{None} if it says nothing about state."""
+    if name.startswith("inventory."):
+        return None  # our own events: never feed them back
+    found = EVENT_STATES.get(name)
+    if found is not None:
+        return found
+    if name.startswith(("ssh.", "tls.", "netconf.", "restconf.", "connection.", "session.")):
+        for suffix, result in SUFFIX_STATES:
+            if name.endswith(suffix):
+                if suffix == ".mismatch" and name.startswith("tls."):
+                    return (FAILED, CERTIFICATE_REFUSED)
+                return result
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    device_id: str
+    state: str = NEVER_SEEN
+    #: Failure reason (one of L{FAILURE_REASONS}) or what happened, in words.
+    reason: Optional[str] = None
+    #: When the device entered this state.
+    since: Optional[float] = None
+    last_seen: Optional[float] = None
+    last_address: Optional[str] = None
+    transport: Optional[str] = None
+    #: What the session reported: negotiated algorithms, NETCONF
+    #: capabilities, RESTCONF yang-library summary.
+    details: Dict[str, Any] = field(default_factory=dict)
+
+    def moved(self, state: str, reason: Optional[str], now: float, **changes: Any) -> "DeviceState":
+        since = self.since if state == self.state and reason == self.reason else now
+        return replace(self, state=state, reason=reason, since=since, **changes)
+
+    def fields(self) -> Dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "state": self.state,
+            "reason": self.reason,
+            "since": self.since,
+            "last_seen": self.last_seen,
+            "last_address": self.last_address,
+            "transport": self.transport,
+            "details": dict(self.details),
+        }
