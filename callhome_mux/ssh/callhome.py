@@ -25,7 +25,6 @@ from callhome_mux.ssh import netconf_link
 from callhome_mux.ssh.client import CallHomeClientTransport, CallHomeConnection, ChannelTransport, NetconfChannel
 from callhome_mux.ssh.keepalive import KeepaliveMonitor
 from callhome_mux.ssh.preamble import preamble_problem
-from callhome_mux.ssh.session import SSHNetconfSession
 from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.ssh.trust import HostKeyTrust, PresentedHostKey
 from callhome_mux.ssh.userauth import CredentialError, DeviceUserAuth, load_private_key
@@ -33,6 +32,10 @@ from callhome_mux.ssh.userauth import CredentialError, DeviceUserAuth, load_priv
 
 class HostKeyRefused(Exception):
     """The host key (or the preamble that goes with it) is not accepted."""
+
+
+class SSHConnectionEnded(Exception):
+    """Why the SSH connection under a NETCONF session ended (str() is the reason)."""
 
 
 class SSHCallHome:
@@ -66,7 +69,8 @@ class SSHCallHome:
             "connection_id": connection.connection_id,
             "listener": connection.listener,
         }
-        self.session: Optional[SSHNetconfSession] = None
+        #: The registered NETCONF session, once the hello is done.
+        self.session = None
         self.stage = "key-exchange"
         self.global_requests_answered = 0
         self._close_reason: Optional[str] = None
@@ -169,8 +173,13 @@ class SSHCallHome:
         self.details["auth_method"] = method
         self._emit("ssh.auth.succeeded", method=method, username=self.details.get("username"))
 
-    def peerDisconnected(self, code: int, description: str) -> None:
-        if self._close_reason is None:
+    def peerDisconnected(self, code: Optional[int], description: Optional[str], lost=None) -> None:
+        """The device sent DISCONNECT (code, description) or TCP ended (lost)."""
+        if self._close_reason is not None:
+            return
+        if lost is not None:
+            self._close_reason = f"connection lost: {lost.getErrorMessage()}"
+        else:
             self._close_reason = f"the device disconnected: {description or code}"
 
     def transportLost(self, reason: failure.Failure) -> None:
@@ -178,11 +187,8 @@ class SSHCallHome:
         if self._keepalive is not None:
             self._keepalive.stop()
         why = self._close_reason or f"connection lost: {reason.getErrorMessage()}"
-        if self._netconf_protocol is not None:
-            self._netconf_protocol.connectionLost(reason)
         self._emit("ssh.connection.closed", stage=self.stage, reason=why)
-        if self.session is not None:
-            self.session.lost(why)
+        self._endNetconf(why)
         if self._on_finished is not None:
             self._on_finished()
 
@@ -235,16 +241,29 @@ class SSHCallHome:
         self.stage = "hello"
         channel_transport = ChannelTransport(channel, self.connection.peer, self.connection.host)
         protocol, ready = netconf_link.start_client(
-            channel_transport, self.device.id, self.netconf_settings, self.clock, self.events
+            channel_transport,
+            self.device.id,
+            self.connection.connection_id,
+            self.details,
+            self.netconf_settings,
+            self.clock,
+            self.events,
         )
         self._netconf_protocol = protocol
-        channel.protocol = protocol
+        channel.attach(protocol)
         ready.addCallbacks(self._netconfReady, self._netconfFailed)
 
     def channelClosed(self, channel: NetconfChannel) -> None:
+        # One channel per connection: when it ends, so does the connection.
         if self._close_reason is None:
-            self._close_reason = "the device closed the NETCONF channel"
+            self._close_reason = "the NETCONF channel was closed"
+        self._endNetconf(self._close_reason)
         self.close(self._close_reason)
+
+    def _endNetconf(self, reason: str) -> None:
+        protocol, self._netconf_protocol = self._netconf_protocol, None
+        if protocol is not None:
+            protocol.connectionLost(failure.Failure(SSHConnectionEnded(reason)))
 
     # -- NETCONF ---------------------------------------------------------------
 
@@ -252,8 +271,8 @@ class SSHCallHome:
         self._cancelSetupTimer()
         self.stage = "session"
         self.details.update(netconf_link.describe(netconf_session))
-        self.session = SSHNetconfSession(self.device.id, dict(self.details), netconf_session, self)
-        self.registry.register(self.session)
+        self.session = netconf_session
+        self.registry.register(netconf_session)
 
     def _netconfFailed(self, reason: failure.Failure) -> None:
         text = reason.getErrorMessage()

@@ -63,6 +63,9 @@ class CallHomeClientTransport(transport.SSHClientTransport):
         self.owner.peerDisconnected(reasonCode, description.decode("utf-8", "replace"))
 
     def connectionLost(self, reason: failure.Failure) -> None:
+        # Note the TCP-level reason first: conch closes the channels while
+        # stopping, and their closing must not pass for the cause.
+        self.owner.peerDisconnected(None, None, reason)
         transport.SSHClientTransport.connectionLost(self, reason)
         self.owner.transportLost(reason)
 
@@ -105,6 +108,9 @@ class NetconfChannel(channel.SSHChannel):
         self.owner = owner
         self.subsystem = subsystem
         self.protocol = None
+        # A device may start talking (its <hello>) before it answers the
+        # subsystem request: keep those bytes for the protocol.
+        self._early: list = []
 
     def channelOpen(self, specificData: bytes) -> None:
         d = self.conn.sendRequest(self, b"subsystem", common.NS(self.subsystem), wantReply=True)
@@ -113,9 +119,18 @@ class NetconfChannel(channel.SSHChannel):
     def openFailed(self, reason) -> None:
         self.owner.channelOpenFailed(reason)
 
+    def attach(self, protocol) -> None:
+        """Hand the channel's bytes (those already received first) to C{protocol}."""
+        self.protocol = protocol
+        early, self._early = self._early, []
+        for data in early:
+            protocol.dataReceived(data)
+
     def dataReceived(self, data: bytes) -> None:
         if self.protocol is not None:
             self.protocol.dataReceived(data)
+        else:
+            self._early.append(data)
 
     def extReceived(self, dataType: int, data: bytes) -> None:
         # stderr of the device's subsystem: not NETCONF, never parse it.

@@ -11,24 +11,31 @@ from typing import Any, Dict, Tuple
 
 from twisted.internet import defer
 
+from callhome_mux.netconf.session import NetconfClientProtocol
 
-def start_client(transport, device_id: str, settings, clock, events) -> Tuple[Any, defer.Deferred]:
+
+def start_client(transport, device_id: str, connection_id: str, details: Dict[str, Any], settings, clock, events) -> Tuple[Any, defer.Deferred]:
     """
     Start the NETCONF client protocol on C{transport} (the SSH channel).
 
-    @return: the protocol (to be fed the channel's bytes) and a Deferred
-        firing with the NETCONF session once the hellos are exchanged.
-    """
-    from callhome_mux.netconf.session import NetconfClientProtocol
+    C{details} is shared with the protocol (and so with the registered
+    session): the SSH facts already in it show in the session's details.
 
-    protocol = NetconfClientProtocol(settings=settings, clock=clock, events=events, device_id=device_id)
+    @return: the protocol (to be fed the channel's bytes) and a Deferred
+        firing with the L{NetconfSession} once the hellos are exchanged.
+    """
+    protocol = NetconfClientProtocol(
+        events=events,
+        settings=settings,
+        clock=clock,
+        device_id=device_id,
+        connection_id=connection_id,
+        details=details,
+    )
     protocol.makeConnection(transport)
     return protocol, protocol.whenReady()
 
 
 def describe(netconf_session) -> Dict[str, Any]:
-    """What the registry's session details show about the NETCONF session."""
-    return {
-        "session_id": getattr(netconf_session, "session_id", None),
-        "capabilities": sorted(getattr(netconf_session, "server_capabilities", ()) or ()),
-    }
+    """What the session details add about the NETCONF session (beyond what the protocol notes)."""
+    return {"capabilities": sorted(getattr(netconf_session, "capabilities", ()) or ())}
