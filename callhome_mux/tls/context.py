@@ -1,0 +1,97 @@
+"""
+OpenSSL contexts for both call-home directions.
+
+One context per role, built once: as TLS client when the device waits
+silently (RFC 8071's direction), as TLS server when the device sent a
+ClientHello.  Both present our identity and ask for the device's
+certificate.  OpenSSL's own verdict is recorded but not enforced: the
+verify callback accepts, and L{callhome_mux.tls.verify} decides right after
+the handshake with exact reasons (see its docstring).
+
+Hardening: TLS 1.2 minimum (1.3 preferred, as OpenSSL negotiates the
+highest common version), no compression (CRIME), no renegotiation, forward
+secret AEAD cipher suites only for TLS 1.2.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from zope.interface import implementer
+
+from callhome_mux.tls.identity import Identity
+from callhome_mux.tls.settings import TLSSettings
+from callhome_mux.tls.trust import TrustStore
+
+# TLS 1.3 suites are fixed by OpenSSL (all AEAD); this list is for 1.2.
+TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
+
+_MIN_VERSION = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+
+
+def _accept_for_now(connection, certificate, error_number, depth, ok) -> bool:
+    # The decision is made after the handshake by CertificateVerifier, which
+    # can name the reason and honour pinned self-signed certificates.
+    return True
+
+
+def base_context(settings: TLSSettings, certificate_file: str, private_key_file: str) -> SSL.Context:
+    """A context with our identity, the version floor and the hardening options."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(_MIN_VERSION[settings.min_version])
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_cipher_list(TLS12_CIPHERS)
+    context.use_certificate_chain_file(certificate_file)
+    context.use_privatekey_file(private_key_file)
+    context.check_privatekey()
+    context.set_verify(SSL.VERIFY_PEER, _accept_for_now)
+    return context
+
+
+def client_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
+    """For the silent direction: we send the ClientHello, the device is the TLS server."""
+    context = base_context(settings, identity.certificate_file, identity.private_key_file)
+    if settings.alpn_protocols:
+        context.set_alpn_protos([name.encode("ascii") for name in settings.alpn_protocols])
+    return context
+
+
+def server_context(settings: TLSSettings, identity: Identity, trust: TrustStore) -> SSL.Context:
+    """For the ClientHello direction: the device is the TLS client and must show a certificate."""
+    context = base_context(settings, identity.certificate_file, identity.private_key_file)
+    # Name our anchors in the CertificateRequest so a device holding
+    # several certificates picks one we can verify.
+    if trust.anchors:
+        context.set_client_ca_list([crypto.X509.from_cryptography(anchor).get_subject() for anchor in trust.anchors])
+    if settings.alpn_protocols:
+        context.set_alpn_select_callback(_alpn_selector(settings.alpn_protocols))
+    return context
+
+
+def _alpn_selector(ours: Sequence[str]):
+    preferred = [name.encode("ascii") for name in ours]
+
+    def select(connection, offered):
+        for name in preferred:
+            if name in offered:
+                return name
+        # Go on without ALPN: the decision then falls to who speaks first.
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return select
+
+
+@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
+class ConnectionCreator:
+    """What L{twisted.protocols.tls.TLSMemoryBIOFactory} takes: one OpenSSL connection per TCP connection."""
+
+    def __init__(self, context: SSL.Context):
+        self.context = context
+
+    def clientConnectionForTLS(self, protocol) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
+
+    def serverConnectionForTLS(self, protocol) -> SSL.Connection:
+        return SSL.Connection(self.context, None)

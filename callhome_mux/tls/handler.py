@@ -1,0 +1,367 @@
+"""
+The TLS call-home handler: what the demultiplexer calls for both TLS kinds.
+
+For C{TLS_SILENT} (the device is the TLS server and waits, RFC 8071 §4) we
+run the TLS client over the accepted socket; for C{TLS_CLIENT_HELLO} (the
+device sent a ClientHello) we run the TLS server, and the bytes the
+demultiplexer already read are simply the first the TLS layer receives.
+
+Per connection, L{TLSCallHome} (the protocol inside Twisted's
+C{TLSMemoryBIOProtocol}) then:
+
+1. bounds the handshake by C{handshake_timeout} (a device that sends a
+   ClientHello and stalls is dropped, C{tls.handshake.timeout});
+2. verifies the device certificate and identifies the device
+   (L{callhome_mux.tls.verify}); a refusal is a C{tls.certificate.refused}
+   event and the end of the connection;
+3. decides NETCONF or RESTCONF (L{callhome_mux.tls.decide}), holding any
+   bytes the device sends meanwhile;
+4. runs L{NetconfClientProtocol} or the RESTCONF factory's protocol over
+   the TLS transport and registers its session once it is ready.
+
+RESTCONF factory contract (C{callhome_mux.restconf.session.restconf_protocol}
+fits as is, or with its settings bound by C{functools.partial})::
+
+    restconf_factory(device_id, events, details=details, clock=clock) -> IProtocol
+
+The returned protocol gets C{makeConnection(tls_transport)} and every
+decrypted byte; if it has C{whenReady()} (a Deferred firing with a
+L{ManagedSession} once RESTCONF discovery is done) that session is
+registered.  C{details} holds C{transport="restconf"}, C{peer},
+C{connection_id}, C{device_id} and the TLS facts (C{tls_version},
+C{tls_cipher}, C{alpn}, C{certificate_fingerprint} ...).
+
+Events: C{tls.handshake.started}, C{tls.handshake.timeout},
+C{tls.handshake.failed}, C{tls.certificate.refused} (C{reason}, C{detail},
+C{fingerprint}, C{subject}), C{tls.certificate.accepted}, C{tls.protocol.decided}
+(C{protocol}, C{decided_by}), C{tls.protocol.refused}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener, IProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from callhome_mux.connection import ClassifiedConnection, ConnectionKind
+from callhome_mux.events import EventBus
+from callhome_mux.inventory.model import DeviceDirectory
+from callhome_mux.sessions import SessionRegistry
+from callhome_mux.tls import decide
+from callhome_mux.tls.context import ConnectionCreator, client_context, server_context
+from callhome_mux.tls.identity import load_identity
+from callhome_mux.tls.keepalive import set_tcp_keepalive
+from callhome_mux.tls.settings import TLSSettings
+from callhome_mux.tls.trust import TrustStore
+from callhome_mux.tls.verify import (
+    PEER_IS_CLIENT,
+    PEER_IS_SERVER,
+    CertificateRefused,
+    CertificateVerifier,
+    UnknownDevicePolicy,
+    refuse_unknown_devices,
+)
+
+#: Bytes a device may send before we know which protocol to run: a NETCONF
+#: <hello> with a long capability list fits; a flood does not.
+MAX_UNDECIDED_BYTES = 1024 * 1024
+
+_DIRECTIONS = {
+    ConnectionKind.TLS_SILENT: ("silent", PEER_IS_SERVER),
+    ConnectionKind.TLS_CLIENT_HELLO: ("client-hello", PEER_IS_CLIENT),
+}
+
+
+class TLSHandler:
+    """
+    Runs TLS call-home connections; see the module docstring.
+
+    @param restconf_factory: see the contract above; C{None}: devices that
+        turn out to be RESTCONF are refused (C{tls.protocol.refused}).
+    @param unknown_device_policy: decides about trusted certificates of
+        unknown devices (L{callhome_mux.tls.verify.UnknownDevicePolicy});
+        default: refuse.  Also settable later as C{unknown_device_policy}.
+    """
+
+    def __init__(
+        self,
+        directory: DeviceDirectory,
+        registry: SessionRegistry,
+        events: EventBus,
+        settings: TLSSettings,
+        netconf_settings,
+        state_dir: str,
+        clock=None,
+        restconf_factory=None,
+        unknown_device_policy: Optional[UnknownDevicePolicy] = None,
+        hostname: Optional[str] = None,
+    ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.directory = directory
+        self.registry = registry
+        self.events = events
+        self.settings = settings
+        self.netconf_settings = netconf_settings
+        self.clock = clock
+        self.restconf_factory = restconf_factory
+        self.identity = load_identity(settings, state_dir, events, hostname)
+        self.trust = TrustStore.from_settings(settings)
+        self.verifier = CertificateVerifier(
+            self.trust, settings.cert_to_name, directory, unknown_device_policy or refuse_unknown_devices
+        )
+        self._creators = {
+            ConnectionKind.TLS_SILENT: ConnectionCreator(client_context(settings, self.identity)),
+            ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity, self.trust)),
+        }
+
+    @property
+    def unknown_device_policy(self) -> UnknownDevicePolicy:
+        return self.verifier.unknown_device_policy
+
+    @unknown_device_policy.setter
+    def unknown_device_policy(self, policy: UnknownDevicePolicy) -> None:
+        self.verifier.unknown_device_policy = policy
+
+    def protocolFor(self, connection: ClassifiedConnection) -> Optional[IProtocol]:
+        if connection.kind not in self._creators:
+            self.events.emit(
+                "tls.connection.refused",
+                connection_id=connection.connection_id,
+                peer=connection.peer_text,
+                kind=connection.kind.value,
+                reason="not a TLS connection",
+            )
+            return None
+        callhome = TLSCallHome(self, connection)
+        is_client = connection.kind is ConnectionKind.TLS_SILENT
+        # The TLS layer's write coalescing runs on the real reactor (the
+        # default); our own timers use self.clock.
+        factory = TLSMemoryBIOFactory(self._creators[connection.kind], is_client, _Just(callhome))
+        return factory.buildProtocol(connection.peer)
+
+
+class _Just(Factory):
+    """A factory for exactly one, already built, protocol."""
+
+    def __init__(self, protocol: IProtocol):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr) -> IProtocol:
+        return self._protocol
+
+
+@implementer(IHandshakeListener)
+class TLSCallHome(Protocol):
+    """One TLS call-home connection, from handshake to a running session (see the module docstring)."""
+
+    def __init__(self, handler: TLSHandler, connection: ClassifiedConnection):
+        self.handler = handler
+        self.connection = connection
+        self.direction, self.peer_role = _DIRECTIONS[connection.kind]
+        #: handshake -> deciding -> running -> closed
+        self.state = "handshake"
+        self.identified = None
+        #: The session protocol (NETCONF or RESTCONF) once decided.
+        self.delegate: Optional[IProtocol] = None
+        self.details: Dict[str, Any] = {
+            "peer": connection.peer_text,
+            "connection_id": connection.connection_id,
+            "listener": connection.listener,
+            "tls_direction": self.direction,
+        }
+        self._held: List[bytes] = []
+        self._held_size = 0
+        self._timer = None
+
+    # -- IProtocol / IHandshakeListener ---------------------------------
+
+    def connectionMade(self) -> None:
+        keepalive = set_tcp_keepalive(self.connection.transport, self.handler.settings)
+        self._timer = self.handler.clock.callLater(self.handler.settings.handshake_timeout, self._handshake_timed_out)
+        self._emit("tls.handshake.started", direction=self.direction, tcp_keepalive=keepalive)
+
+    def handshakeCompleted(self) -> None:
+        self._cancel_timer()
+        if self.state != "handshake":
+            return
+        handle = self.transport.getHandle()
+        leaf = handle.get_peer_certificate(as_cryptography=True)
+        presented = handle.get_peer_cert_chain(as_cryptography=True) or []
+        alpn = self.transport.negotiatedProtocol
+        self.details.update(
+            tls_version=handle.get_protocol_version_name(),
+            tls_cipher=handle.get_cipher_name(),
+            alpn=alpn.decode("ascii", "replace") if alpn else None,
+        )
+        try:
+            identified = self.handler.verifier.verify(leaf, presented, self.peer_role, self.connection.peer_text)
+        except CertificateRefused as refusal:
+            self._emit("tls.certificate.refused", direction=self.direction, **refusal.event_fields())
+            self._close()
+            return
+        self.identified = identified
+        self.details.update(
+            device_id=identified.device_id,
+            certificate_fingerprint=identified.fingerprint,
+            certificate_subject=identified.subject,
+            matched_by=identified.matched_by,
+        )
+        self._emit(
+            "tls.certificate.accepted",
+            device_id=identified.device_id,
+            fingerprint=identified.fingerprint,
+            subject=identified.subject,
+            matched_by=identified.matched_by,
+            tls_version=self.details["tls_version"],
+            cipher=self.details["tls_cipher"],
+            alpn=self.details["alpn"],
+        )
+        self.state = "deciding"
+        self._decide(alpn)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.delegate is not None:
+            self.delegate.dataReceived(data)
+            return
+        if self.state == "closed":
+            return
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size > MAX_UNDECIDED_BYTES:
+            self._refuse_protocol(f"more than {MAX_UNDECIDED_BYTES} bytes before the protocol was known")
+        elif self.state == "deciding" and self._timer is not None:
+            self._decide_from_bytes()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._cancel_timer()
+        if self.state == "handshake":
+            self._emit("tls.handshake.failed", direction=self.direction, reason=_describe(reason))
+        self.state = "closed"
+        if self.delegate is not None:
+            self.delegate.connectionLost(reason)
+
+    # -- deciding --------------------------------------------------------
+
+    def _decide(self, alpn: Optional[bytes]) -> None:
+        device = self.identified.device
+        try:
+            pin = decide.pinned(self.connection.details.get("protocol"), device.protocol)
+        except decide.PinMismatch as error:
+            self._refuse_protocol(str(error))
+            return
+        if pin is not None:
+            self._start(pin, "pin")
+        elif decide.from_alpn(alpn) is not None:
+            self._start(decide.from_alpn(alpn), "alpn")
+        else:
+            # Who speaks first.  The device may already have.
+            self._timer = self.handler.clock.callLater(
+                self.handler.settings.protocol_decision_wait, self._start, decide.RESTCONF, "silence"
+            )
+            self._decide_from_bytes()
+
+    def _decide_from_bytes(self) -> None:
+        try:
+            kind = decide.from_first_bytes(b"".join(self._held))
+        except ValueError as error:
+            self._refuse_protocol(str(error))
+            return
+        if kind is not None:
+            self._start(kind, "spoke-first")
+
+    def _start(self, kind: str, decided_by: str) -> None:
+        self._cancel_timer()
+        if self.state != "deciding":
+            return
+        self._emit("tls.protocol.decided", device_id=self.identified.device_id, protocol=kind, decided_by=decided_by)
+        if kind == decide.NETCONF:
+            self.details["transport"] = "netconf-tls"
+            protocol = self._netconf_protocol()
+        elif self.handler.restconf_factory is None:
+            self._refuse_protocol("the device speaks RESTCONF, but no RESTCONF client is configured")
+            return
+        else:
+            self.details["transport"] = "restconf"
+            protocol = self.handler.restconf_factory(
+                self.identified.device_id, self.handler.events, details=self.details, clock=self.handler.clock
+            )
+        self.state = "running"
+        self.delegate = protocol
+        protocol.makeConnection(self.transport)
+        held, self._held = b"".join(self._held), []
+        if held and self.delegate is not None:
+            protocol.dataReceived(held)
+        when_ready = getattr(protocol, "whenReady", None)
+        if when_ready is not None:
+            when_ready().addCallbacks(self._register, lambda failure: None)
+
+    def _netconf_protocol(self) -> IProtocol:
+        # Imported here: the NETCONF layer pulls in lxml, which a
+        # RESTCONF-only deployment need not pay for at start.
+        from callhome_mux.netconf.session import NetconfClientProtocol
+
+        return NetconfClientProtocol(
+            events=self.handler.events,
+            settings=self.handler.netconf_settings,
+            clock=self.handler.clock,
+            device_id=self.identified.device_id,
+            connection_id=self.connection.connection_id,
+            details=self.details,
+        )
+
+    def _register(self, session) -> None:
+        if self.state != "running":
+            return
+        if not getattr(session, "device_id", None):
+            session.device_id = self.identified.device_id
+        self.handler.registry.register(session)
+
+    # -- endings ---------------------------------------------------------
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self.state != "handshake":
+            return
+        self.state = "closed"
+        self._emit(
+            "tls.handshake.timeout",
+            direction=self.direction,
+            reason=f"no finished TLS handshake within {self.handler.settings.handshake_timeout:g} seconds",
+        )
+        self.transport.abortConnection()
+
+    def _refuse_protocol(self, reason: str) -> None:
+        device_id = self.identified.device_id if self.identified is not None else None
+        self._emit("tls.protocol.refused", device_id=device_id, reason=reason)
+        self._close()
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        self.state = "closed"
+        self._held = []
+        self.transport.loseConnection()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _emit(self, event: str, **fields) -> None:
+        self.handler.events.emit(event, connection_id=self.connection.connection_id, peer=self.connection.peer_text, **fields)
+
+
+def _describe(reason: Optional[Failure]) -> str:
+    value = getattr(reason, "value", None)
+    if value is None:
+        return "connection closed"
+    # pyOpenSSL errors carry [(library, function, reason), ...].
+    args = getattr(value, "args", ())
+    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][0], tuple):
+        return "; ".join(str(item[-1]) for item in args[0])
+    return str(value) or type(value).__name__
