@@ -95,7 +95,7 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes held: undecoded input plus the pieces of a partial message."""
-        return len(self._buffer) + self._message_size
+        return len(self._buffer) + self._message_size - self._chunk_left
 
     def feed(self, data: bytes) -> List[bytes]:
         """Add C{data}; return every message now complete (possibly none)."""

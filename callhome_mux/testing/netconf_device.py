@@ -29,7 +29,7 @@ from callhome_mux.netconf.namespaces import BASE_NS, qn
 from callhome_mux.netconf.session import hello_message
 from callhome_mux.testing.datastore import KEY_NAMES, Datastore, EditError, apply_edit, subtree_filter
 
-__all__ = ["NetconfServerProtocol", "NetconfServerFactory", "Datastore", "rpc_error"]
+__all__ = ["NetconfServerProtocol", "NetconfServerFactory", "Datastore", "rpc_error", "connect_in_memory"]
 
 
 class _Refused(Exception):
@@ -481,3 +481,14 @@ class NetconfServerFactory(Factory):
         protocol.factory = self
         self.protocols.append(protocol)
         return protocol
+
+
+def connect_in_memory(server: Protocol, client: Protocol, flush: bool = True):
+    """
+    Join C{server} and C{client} with in-memory transports; returns the
+    L{twisted.test.iosim.IOPump} (call C{pump.flush()} to move bytes).
+    """
+    from twisted.test import iosim
+
+    pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=flush)
+    return pump
