@@ -74,7 +74,9 @@ class SSHCallHomeDevice:
     @param answer_global_requests: C{False} makes the device ignore keepalives.
     @param keepalive_interval: send C{keepalive@ietf.org} this often (needs C{clock}).
     @param netconf_factory: C{callable() -> protocol} serving NETCONF on the
-        channel; default L{callhome_mux.testing.netconf_device.NetconfServerProtocol}.
+        channel; default a L{callhome_mux.testing.netconf_device.NetconfServerProtocol}
+        on C{datastore} (one L{Datastore} for all sessions of this device).
+    @param datastore: the device's configuration (default: empty).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class SSHCallHomeDevice:
         clock=None,
         netconf_factory: Optional[Callable[[], Any]] = None,
         subsystem: str = "netconf",
+        datastore: Any = None,
     ):
         self.host_key = host_key or generate_ed25519_key()
         self.username = username
@@ -104,7 +107,12 @@ class SSHCallHomeDevice:
         self.answer_global_requests = answer_global_requests
         self.keepalive_interval = keepalive_interval
         self.clock = clock
-        self.netconf_factory = netconf_factory or _default_netconf_factory
+        if datastore is None and netconf_factory is None:
+            from callhome_mux.testing.datastore import Datastore
+
+            datastore = Datastore()
+        self.datastore = datastore
+        self.netconf_factory = netconf_factory or self._default_netconf_server
         self.subsystem = subsystem.encode("ascii")
         #: What the manager offered: (method, username, secret) — test evidence.
         self.offered_credentials: List[tuple] = []
@@ -113,6 +121,8 @@ class SSHCallHomeDevice:
         self._global_request_waiters: List[defer.Deferred] = []
         #: Live SSH transports (one per callHome()).
         self.connections: List["DeviceTransport"] = []
+        #: Every SSH transport ever made, live or not.
+        self.history: List["DeviceTransport"] = []
         #: NETCONF server protocols started on channels.
         self.netconf_servers: List[Any] = []
         self._netconf_waiters: List[defer.Deferred] = []
@@ -171,6 +181,11 @@ class SSHCallHomeDevice:
 
     # -- used by the protocol classes --------------------------------------------
 
+    def _default_netconf_server(self):
+        from callhome_mux.testing.netconf_device import NetconfServerProtocol
+
+        return NetconfServerProtocol(self.datastore, clock=self.clock)
+
     def _globalRequestSeen(self, name: str) -> None:
         self.global_requests.append(name)
         waiters, self._global_request_waiters = self._global_request_waiters, []
@@ -207,12 +222,6 @@ class SSHCallHomeDevice:
         return ssh_factory
 
 
-def _default_netconf_factory():
-    from callhome_mux.testing.netconf_device import NetconfServerProtocol
-
-    return NetconfServerProtocol()
-
-
 class _DeviceClientFactory(protocol.ClientFactory):
     """TCP client side (we dial), SSH server side (we are the device)."""
 
@@ -228,10 +237,14 @@ class _DeviceClientFactory(protocol.ClientFactory):
 class DeviceTransport(transport.SSHServerTransport):
     def __init__(self, device: SSHCallHomeDevice):
         self.device = device
-        self._keepalive_call = None
+        #: Fires (with None) when this connection has ended.
+        self.lost: defer.Deferred = defer.Deferred()
+        #: Why the manager disconnected us, if it sent DISCONNECT.
+        self.disconnect_reason: Optional[str] = None
 
     def connectionMade(self) -> None:
         self.device.connections.append(self)
+        self.device.history.append(self)
         if self.device.preamble is not None:
             text = "".join(line + "\r\n" for line in self.device.preamble.lines(self.device.host_key_line))
             self.transport.write(text.encode("utf-8"))
@@ -241,6 +254,11 @@ class DeviceTransport(transport.SSHServerTransport):
         if self in self.device.connections:
             self.device.connections.remove(self)
         transport.SSHServerTransport.connectionLost(self, reason)
+        if not self.lost.called:
+            self.lost.callback(None)
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        self.disconnect_reason = description.decode("utf-8", "replace")
 
 
 class DeviceUserAuthServer(userauth.SSHUserAuthServer):
