@@ -1,0 +1,508 @@
+"""The NETCONF client protocol: hello, RPC matching, timeouts, loss, notifications, close."""
+
+from lxml import etree
+from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.events import EventBus
+from callhome_mux.netconf.errors import (
+    HelloTimeoutError,
+    NetconfProtocolError,
+    RPCError,
+    RPCTimeoutError,
+    SessionLostError,
+)
+from callhome_mux.netconf.framing import FrameDecoder, encode_chunked, encode_eom
+from callhome_mux.netconf.namespaces import BASE_1_0, BASE_1_1, BASE_NS, HELLO, RPC_REPLY, qn
+from callhome_mux.netconf.session import NetconfClientProtocol, NetconfSession, hello_message
+from callhome_mux.netconf.settings import NetconfSettings
+from callhome_mux.sessions import SessionRegistry
+from callhome_mux.testing.netconf_device import Datastore, NetconfServerProtocol, connect_in_memory
+
+
+def reply(message_id, body=b"<ok/>"):
+    return b'<rpc-reply xmlns="' + BASE_NS.encode() + b'" message-id="' + message_id + b'">' + body + b"</rpc-reply>"
+
+
+class Recorder:
+    """An EventBus plus the list of events it emitted."""
+
+    def __init__(self, clock):
+        self.bus = EventBus(clock=clock)
+        self.events = []
+        self.bus.addObserver(self.events.append)
+
+    def named(self, name):
+        return [event for event in self.events if event["event"] == name]
+
+
+class InMemoryMixin:
+    """A client and a test device joined in memory, both on one Clock."""
+
+    def connect(self, settings=None, datastore=None, **device_options):
+        self.clock = task.Clock()
+        self.recorder = Recorder(self.clock)
+        self.device = NetconfServerProtocol(datastore or Datastore(), clock=self.clock, **device_options)
+        self.client = NetconfClientProtocol(
+            self.recorder.bus, settings, clock=self.clock, device_id="dev-1", connection_id="c1",
+            details={"transport": "test", "peer": "192.0.2.1:4334"},
+        )
+        self.pump = connect_in_memory(self.device, self.client)
+        self.pump.flush()
+        return self.successResultOf(self.client.whenReady())
+
+
+class ScriptedMixin:
+    """A client on a StringTransport: the test plays the device byte by byte."""
+
+    def start(self, settings=None):
+        self.clock = task.Clock()
+        self.recorder = Recorder(self.clock)
+        self.client = NetconfClientProtocol(self.recorder.bus, settings, clock=self.clock, device_id="dev-9")
+        self.transport = StringTransport()
+        self.client.makeConnection(self.transport)
+        self.ready = self.client.whenReady()
+        return self.client
+
+    def send_hello(self, capabilities=(BASE_1_0, BASE_1_1), session_id=7):
+        self.client.dataReceived(encode_eom(hello_message(capabilities, session_id)))
+
+    def sent_messages(self, chunked=True):
+        """Everything the client wrote, decoded: the hello and then the RPCs."""
+        decoder = FrameDecoder()
+        decoder.push(self.transport.value())
+        messages = [decoder.next_message()]
+        if chunked:
+            decoder.switch_to_chunked()
+        while (message := decoder.next_message()) is not None:
+            messages.append(message)
+        return [etree.fromstring(m) for m in messages]
+
+
+class HelloTests(ScriptedMixin, InMemoryMixin, TestCase):
+    def test_client_sends_hello_with_its_capabilities_first(self):
+        self.start()
+        [hello] = self.sent_messages()
+        self.assertEqual(hello.tag, HELLO)
+        self.assertEqual([c.text for c in hello.iter(qn("capability"))], [BASE_1_0, BASE_1_1])
+        self.assertIsNone(hello.find(qn("session-id")), "a client hello carries no session-id")
+
+    def test_session_after_hello(self):
+        session = self.connect()
+        self.assertIsInstance(session, NetconfSession)
+        self.assertEqual(session.session_id, self.device.session_id)
+        self.assertEqual(session.base, "1.1")
+        self.assertIn(BASE_1_1, session.capabilities)
+        self.assertIsInstance(session.capabilities, frozenset)
+        self.assertEqual(session.device_id, "dev-1")
+        self.assertEqual(session.details["session_id"], self.device.session_id)
+        self.assertEqual(session.details["capability_count"], len(self.device.capabilities))
+        self.assertEqual(session.details["transport"], "test")
+        [done] = self.recorder.named("netconf.hello.done")
+        self.assertEqual((done["device_id"], done["base"], done["peer"]), ("dev-1", "1.1", "192.0.2.1:4334"))
+        self.assertIs(self.successResultOf(self.client.whenReady()), session)
+
+    def test_base_1_0_device_uses_end_of_message_framing(self):
+        session = self.connect(bases=("1.0",))
+        self.assertEqual(session.base, "1.0")
+        self.assertEqual(self.device.base, "1.0")
+        done = session.rpc(b"<get/>")
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(done).tag, RPC_REPLY)
+
+    def test_client_limited_to_1_0(self):
+        session = self.connect(settings=NetconfSettings(capabilities=(BASE_1_0,)))
+        self.assertEqual(session.base, "1.0")
+
+    def test_no_common_base_ends_session(self):
+        self.start(NetconfSettings(capabilities=(BASE_1_1,)))
+        self.send_hello(capabilities=(BASE_1_0,))
+        failure = self.failureResultOf(self.ready, NetconfProtocolError)
+        self.assertIn("no common NETCONF base", str(failure.value))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_capability_parameters_do_not_hide_base(self):
+        self.start()
+        self.send_hello(capabilities=(BASE_1_1 + "?x=1", "urn:example:cap?module=m&revision=2020-01-01"))
+        session = self.successResultOf(self.ready)
+        self.assertEqual(session.base, "1.1")
+        self.assertTrue(session.has_capability("urn:example:cap"))
+        self.assertEqual(session.capability_parameters("urn:example:cap"), {"module": "m", "revision": "2020-01-01"})
+
+    def test_hello_timeout(self):
+        self.start()
+        self.clock.advance(29.9)
+        self.assertNoResult(self.ready)
+        self.clock.advance(0.2)
+        failure = self.failureResultOf(self.ready, HelloTimeoutError)
+        self.assertIn("30 s", str(failure.value))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.recorder.named("netconf.hello.timeout")), 1)
+        self.failureResultOf(self.client.whenReady(), HelloTimeoutError)
+
+    def test_hello_in_time_cancels_timer(self):
+        self.start()
+        self.send_hello()
+        self.successResultOf(self.ready)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_hello_without_session_id(self):
+        self.start()
+        self.client.dataReceived(encode_eom(hello_message([BASE_1_1])))
+        failure = self.failureResultOf(self.ready, NetconfProtocolError)
+        self.assertIn("session-id", str(failure.value))
+        [event] = self.recorder.named("netconf.protocol.error")
+        self.assertTrue(event["fatal"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_hello_with_bad_session_id(self):
+        for bad in (b"0", b"abc", b"4294967296"):
+            self.start()
+            hello = hello_message([BASE_1_1], 1).replace(b">1<", b">" + bad + b"<")
+            self.client.dataReceived(encode_eom(hello))
+            self.failureResultOf(self.ready, NetconfProtocolError)
+
+    def test_second_hello_ends_session_and_fails_rpcs(self):
+        self.start()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        pending = session.rpc(b"<get/>")
+        self.client.dataReceived(encode_chunked(hello_message([BASE_1_1], 8)))
+        failure = self.failureResultOf(pending, SessionLostError)
+        self.assertIn("second <hello>", str(failure.value))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_reply_before_hello_is_protocol_error(self):
+        self.start()
+        self.client.dataReceived(encode_eom(reply(b"1")))
+        failure = self.failureResultOf(self.ready, NetconfProtocolError)
+        self.assertIn("expected <hello>", str(failure.value))
+
+    def test_lost_during_hello(self):
+        self.start()
+        self.client.connectionLost(None)
+        self.failureResultOf(self.ready, SessionLostError)
+        self.assertEqual(self.successResultOf(self.client.whenLost()), "connection closed")
+        [event] = self.recorder.named("netconf.session.lost")
+        self.assertEqual(event["during"], "hello")
+
+    def test_rpc_before_ready_refused(self):
+        self.start()
+        self.failureResultOf(self.client.rpc(b"<get/>"), NetconfProtocolError)
+
+
+class RPCTests(ScriptedMixin, InMemoryMixin, TestCase):
+    def test_rpc_sends_message_ids_and_matches_reply(self):
+        self.start()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        first = session.rpc(b'<?xml version="1.0"?><get/>')
+        second = session.rpc(etree.Element(qn("get-config")))
+        hello, rpc1, rpc2 = self.sent_messages()
+        self.assertEqual((rpc1.get("message-id"), rpc2.get("message-id")), ("1", "2"))
+        self.assertEqual(rpc1[0].tag, qn("get"))
+        self.assertEqual(rpc2[0].tag, qn("get-config"))
+        self.client.dataReceived(encode_chunked(reply(b"2", b"<data/>")))
+        self.assertNoResult(first)
+        self.assertEqual(self.successResultOf(second).find(qn("data")).tag, qn("data"))
+        self.client.dataReceived(encode_chunked(reply(b"1")))
+        self.assertEqual(self.successResultOf(first).get("message-id"), "1")
+
+    def test_rpc_error_carries_every_field_of_every_error(self):
+        self.start()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        pending = session.rpc(b"<edit-config/>")
+        body = b"""
+          <rpc-error>
+            <error-type>application</error-type><error-tag>invalid-value</error-tag>
+            <error-severity>error</error-severity><error-app-tag>too-big</error-app-tag>
+            <error-path xmlns:t="urn:t">/t:top/t:mtu</error-path>
+            <error-message xml:lang="en">MTU too large</error-message>
+            <error-info><bad-element>mtu</bad-element></error-info>
+          </rpc-error>
+          <rpc-error>
+            <error-type>protocol</error-type><error-tag>lock-denied</error-tag>
+            <error-severity>error</error-severity>
+            <error-info><session-id>4</session-id></error-info>
+          </rpc-error>"""
+        self.client.dataReceived(encode_chunked(reply(b"1", body)))
+        error = self.failureResultOf(pending, RPCError).value
+        self.assertEqual(len(error.errors), 2)
+        first, second = error.errors
+        self.assertEqual(
+            (first.type, first.tag, first.severity, first.app_tag, first.path, first.message, first.message_lang),
+            ("application", "invalid-value", "error", "too-big", "/t:top/t:mtu", "MTU too large", "en"),
+        )
+        self.assertEqual(first.info.findtext(qn("bad-element")), "mtu")
+        self.assertEqual((second.tag, second.app_tag, second.path, second.message), ("lock-denied", None, None, None))
+        self.assertEqual(second.info.findtext(qn("session-id")), "4")
+        self.assertEqual(error.tag, "invalid-value")
+        self.assertEqual(error.operation, "edit-config")
+        self.assertIn("MTU too large", str(error))
+        self.assertEqual(error.reply.tag, RPC_REPLY)
+
+    def test_warnings_only_is_success(self):
+        self.start()
+        self.send_hello()
+        pending = self.successResultOf(self.ready).rpc(b"<commit/>")
+        warning = (b"<rpc-error><error-type>application</error-type><error-tag>operation-failed</error-tag>"
+                   b"<error-severity>warning</error-severity></rpc-error><ok/>")
+        self.client.dataReceived(encode_chunked(reply(b"1", warning)))
+        self.assertIsNotNone(self.successResultOf(pending).find(qn("ok")))
+
+    def test_pipelined_rpcs_answered_out_of_order(self):
+        session = self.connect()
+        self.device.hold_replies = True
+        pending = [session.rpc(b"<get/>") for _ in range(10)]
+        self.pump.flush()
+        self.assertEqual(len(self.device.held), 10)
+        fired = []
+        for index, deferred in enumerate(pending):
+            deferred.addCallback(lambda result, index=index: fired.append((index, result.get("message-id"))))
+        self.device.hold_replies = False
+        self.device.release_replies()  # newest first
+        self.pump.flush()
+        self.assertEqual(fired, [(i, str(i + 1)) for i in reversed(range(10))])
+
+    def test_per_rpc_timeout(self):
+        session = self.connect(settings=NetconfSettings(rpc_timeout=60))
+        self.device.stop_answering = True
+        short = session.rpc(b"<get/>", timeout=5)
+        default = session.rpc(b"<get/>")
+        self.pump.flush()
+        self.clock.advance(5)
+        failure = self.failureResultOf(short, RPCTimeoutError)
+        self.assertEqual((failure.value.message_id, failure.value.operation), ("1", "get"))
+        self.assertNoResult(default)
+        self.clock.advance(55)
+        self.failureResultOf(default, RPCTimeoutError)
+        self.assertEqual(len(self.recorder.named("netconf.rpc.timeout")), 2)
+        self.assertTrue(session.is_up, "a timed-out RPC does not end the session")
+
+    def test_timeout_zero_means_no_timer(self):
+        session = self.connect()
+        self.device.stop_answering = True
+        pending = session.rpc(b"<get/>", timeout=0)
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()], [])
+        self.clock.advance(10000)
+        self.assertNoResult(pending)
+        pending.cancel()
+        self.failureResultOf(pending, defer.CancelledError)
+
+    def test_reply_after_timeout_is_ignored_quietly(self):
+        session = self.connect()
+        self.device.hold_replies = True
+        pending = session.rpc(b"<get/>", timeout=1)
+        self.pump.flush()
+        self.clock.advance(1)
+        self.failureResultOf(pending, RPCTimeoutError)
+        self.device.release_replies()
+        self.pump.flush()
+        self.assertEqual(len(self.recorder.named("netconf.rpc.late-reply")), 1)
+        self.assertEqual(self.recorder.named("netconf.protocol.error"), [])
+        self.assertTrue(session.is_up)
+
+    def test_cancelled_rpc_forgets_reply(self):
+        session = self.connect()
+        self.device.hold_replies = True
+        pending = session.rpc(b"<get/>")
+        self.pump.flush()
+        pending.cancel()
+        self.failureResultOf(pending, defer.CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.device.release_replies()
+        self.pump.flush()
+        self.assertEqual(len(self.recorder.named("netconf.rpc.late-reply")), 1)
+
+    def test_unknown_message_id_is_reported_and_dropped(self):
+        self.start()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        pending = session.rpc(b"<get/>")
+        self.client.dataReceived(encode_chunked(reply(b"99")))
+        [event] = self.recorder.named("netconf.protocol.error")
+        self.assertIn("unknown message-id '99'", event["reason"])
+        self.assertFalse(event["fatal"])
+        self.assertNoResult(pending)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_reply_without_message_id_is_reported(self):
+        self.start()
+        self.send_hello()
+        self.client.dataReceived(encode_chunked(b'<rpc-reply xmlns="%s"><ok/></rpc-reply>' % BASE_NS.encode()))
+        [event] = self.recorder.named("netconf.protocol.error")
+        self.assertIn("without a message-id", event["reason"])
+
+    def test_session_loss_fails_every_outstanding_rpc_at_once(self):
+        session = self.connect()
+        self.device.stop_answering = True
+        pending = [session.rpc(b"<get/>") for _ in range(3)]
+        lost = session.whenLost()
+        self.pump.flush()
+        self.device.transport.loseConnection()
+        self.pump.flush()
+        for deferred in pending:
+            failure = self.failureResultOf(deferred, SessionLostError)
+            self.assertIn("session lost before the reply", str(failure.value))
+        self.assertIsInstance(self.successResultOf(lost), str)
+        self.assertEqual(self.clock.getDelayedCalls(), [], "RPC timers are cancelled")
+        self.failureResultOf(session.rpc(b"<get/>"), SessionLostError)
+        self.assertEqual(len(self.recorder.named("netconf.session.lost")), 1)
+        self.assertFalse(session.is_up)
+
+    def test_framing_error_from_device_ends_session(self):
+        self.start()
+        self.send_hello()
+        pending = self.successResultOf(self.ready).rpc(b"<get/>")
+        self.client.dataReceived(b"\n#0\n")
+        failure = self.failureResultOf(pending, SessionLostError)
+        self.assertIn("protocol error", str(failure.value))
+        self.assertIn("zero", str(failure.value))
+        self.assertTrue(self.transport.disconnecting)
+        self.client.dataReceived(encode_chunked(reply(b"1")))  # ignored once failing
+
+    def test_oversized_reply_ends_session(self):
+        self.start(NetconfSettings(max_message_size=1000))
+        self.send_hello()
+        pending = self.successResultOf(self.ready).rpc(b"<get/>")
+        self.client.dataReceived(b"\n#2000\n")
+        self.failureResultOf(pending, SessionLostError)
+        [event] = self.recorder.named("netconf.protocol.error")
+        self.assertIn("exceeds the configured limit of 1000", event["reason"])
+
+    def test_doctype_from_device_ends_session(self):
+        self.start()
+        self.send_hello()
+        pending = self.successResultOf(self.ready).rpc(b"<get/>")
+        self.client.dataReceived(encode_chunked(b'<!DOCTYPE r [<!ENTITY e "x">]>' + reply(b"1", b"<data>&e;</data>")))
+        failure = self.failureResultOf(pending, SessionLostError)
+        self.assertIn("DOCTYPE", str(failure.value))
+
+    def test_doctype_hello_refused(self):
+        self.start()
+        self.client.dataReceived(encode_eom(b"<!DOCTYPE hello>" + hello_message([BASE_1_1], 1)))
+        self.failureResultOf(self.ready, NetconfProtocolError)
+
+    def test_eom_delimiter_inside_rpc_refused_under_1_0(self):
+        session = self.connect(bases=("1.0",))
+        self.failureResultOf(session.rpc(b"<get><x>]]>]]></x></get>"), ValueError)
+
+    def test_large_reply_through_chunked_framing(self):
+        big = "<leaf>" + "x" * 2_000_000 + "</leaf>"
+        datastore = Datastore(running=f'<top xmlns="urn:t">{big}</top>')
+        session = self.connect(datastore=datastore)
+        data = session.get_config()
+        self.pump.flush()
+        self.assertEqual(len(self.successResultOf(data).find("{urn:t}top/{urn:t}leaf").text), 2_000_000)
+
+
+class NotificationTests(InMemoryMixin, ScriptedMixin, TestCase):
+    def test_notifications_delivered_in_order(self):
+        session = self.connect()
+        received = []
+        subscribed = session.create_subscription(received.append)
+        self.pump.flush()
+        self.successResultOf(subscribed)
+        for index in range(20):
+            self.assertTrue(self.device.notify(f'<event xmlns="urn:e"><n>{index}</n></event>'))
+        self.pump.flush()
+        self.assertEqual([n.findtext("{urn:e}event/{urn:e}n") for n in received], [str(i) for i in range(20)])
+        self.assertIsNotNone(received[0].find("{urn:ietf:params:xml:ns:netconf:notification:1.0}eventTime"))
+
+    def test_failing_callback_does_not_stop_delivery(self):
+        session = self.connect()
+        received = []
+
+        def callback(notification):
+            received.append(notification)
+            if len(received) == 1:
+                raise RuntimeError("dashboard broke")
+
+        session.create_subscription(callback)
+        self.pump.flush()
+        self.device.notify('<a xmlns="urn:e"/>')
+        self.device.notify('<b xmlns="urn:e"/>')
+        self.pump.flush()
+        self.assertEqual(len(received), 2)
+        [event] = self.recorder.named("netconf.notification.callback.error")
+        self.assertIn("dashboard broke", event["reason"])
+        self.assertTrue(session.is_up)
+
+    def test_refused_subscription_removes_callback(self):
+        session = self.connect()
+        refused = session.create_subscription(lambda n: None, stream="NOPE")
+        self.pump.flush()
+        self.assertEqual(self.failureResultOf(refused, RPCError).value.tag, "invalid-value")
+        self.assertIsNone(self.client._subscriber)
+
+    def test_notification_without_subscription_is_reported(self):
+        self.start()
+        self.send_hello()
+        self.client.dataReceived(encode_chunked(
+            b'<notification xmlns="urn:ietf:params:xml:ns:netconf:notification:1.0">'
+            b"<eventTime>2026-01-01T00:00:00Z</eventTime><e/></notification>"))
+        self.assertEqual(len(self.recorder.named("netconf.notification.unexpected")), 1)
+
+    def test_notification_filter_applied_by_device(self):
+        session = self.connect()
+        received = []
+        session.create_subscription(received.append, filter='<alarm xmlns="urn:e"/>')
+        self.pump.flush()
+        self.assertFalse(self.device.notify('<heartbeat xmlns="urn:e"/>'))
+        self.assertTrue(self.device.notify('<alarm xmlns="urn:e"><sev>major</sev></alarm>'))
+        self.pump.flush()
+        self.assertEqual([etree.QName(n[1]).localname for n in received], ["alarm"])
+
+
+class CloseTests(InMemoryMixin, TestCase):
+    def test_close_sends_close_session_and_ends(self):
+        session = self.connect()
+        lost = session.whenLost()
+        session.close("operator asked")
+        self.failureResultOf(session.rpc(b"<get/>"), SessionLostError)
+        self.pump.flush()
+        self.assertEqual(self.device.received[-1][0].tag, qn("close-session"))
+        self.assertEqual(self.successResultOf(lost), "operator asked")
+        self.assertEqual(len(self.recorder.named("netconf.session.closing")), 1)
+        [closed] = self.recorder.named("netconf.session.closed")
+        self.assertEqual(closed["reason"], "operator asked")
+
+    def test_close_drops_transport_when_device_is_silent(self):
+        session = self.connect(settings=NetconfSettings(close_timeout=3))
+        self.device.stop_answering = True
+        lost = session.whenLost()
+        session.close()
+        self.pump.flush()
+        self.assertNoResult(lost)
+        self.clock.advance(3)
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(lost), "closed")
+
+    def test_close_session_returns_reply(self):
+        session = self.connect()
+        closing = session.close_session()
+        self.pump.flush()
+        self.assertIsNotNone(self.successResultOf(closing).find(qn("ok")))
+        self.assertEqual(self.client.state, "lost")
+        self.failureResultOf(session.close_session(), SessionLostError)
+
+    def test_close_twice_and_after_loss_is_harmless(self):
+        session = self.connect()
+        session.close()
+        session.close()
+        self.pump.flush()
+        session.close()
+        self.assertEqual(len(self.device.received), 1)
+
+    def test_registry_sees_session_come_and_go(self):
+        session = self.connect()
+        registry = SessionRegistry(self.recorder.bus)
+        registry.register(session)
+        self.assertIs(self.successResultOf(registry.whenConnected("dev-1")), session)
+        self.device.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(len(registry), 0)
+        [event] = self.recorder.named("session.lost")
+        self.assertEqual(event["transport"], "test")
