@@ -1,0 +1,282 @@
+"""
+The certificate checks and RFC 7589 cert-to-name, without sockets.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
+from callhome_mux.testing.certs import test_pki
+from callhome_mux.tls import verify
+from callhome_mux.tls.certname import map_certificate, name_for
+from callhome_mux.tls.trust import TrustStore
+from callhome_mux.tls.verify import CertificateRefused, CertificateVerifier
+
+
+def verifier(devices=(), rules=None, crls=True, anchors=None, policy=verify.refuse_unknown_devices, now=None):
+    pki = test_pki()
+    if rules is None:
+        rules = [CertToNameRule(pki.ca.fingerprint, "san-dns-name")]
+    trust = TrustStore(tuple(anchors if anchors is not None else [pki.ca.certificate]), (pki.crl,) if crls else ())
+    options = {"now": now} if now is not None else {}
+    return CertificateVerifier(trust, rules, DeviceDirectory(list(devices)), policy, **options)
+
+
+class RefusalTests(TestCase):
+    """Every refusal names its reason, the fingerprint and the subject."""
+
+    def assertRefused(self, checker, issued, reason, role=verify.PEER_IS_CLIENT):
+        with self.assertRaises(CertificateRefused) as caught:
+            checker.verify(issued.certificate if issued is not None else None, issued.intermediates if issued else (), role)
+        self.assertEqual(caught.exception.reason, reason, caught.exception.detail)
+        if issued is not None:
+            self.assertEqual(caught.exception.fingerprint, issued.fingerprint)
+            self.assertEqual(caught.exception.subject, issued.certificate.subject.rfc4514_string())
+        return caught.exception
+
+    def test_no_certificate(self):
+        self.assertRefused(verifier(), None, verify.NO_CERTIFICATE)
+
+    def test_expired(self):
+        self.assertRefused(verifier([Device("device-expired.example.net")]), test_pki().expired, verify.EXPIRED)
+
+    def test_not_yet_valid(self):
+        self.assertRefused(verifier([Device("device-future.example.net")]), test_pki().not_yet_valid, verify.NOT_YET_VALID)
+
+    def test_wrong_ca(self):
+        refusal = self.assertRefused(verifier([Device("device1.example.net")]), test_pki().wrong_ca, verify.UNTRUSTED_CHAIN)
+        self.assertIn("issuer", refusal.detail)
+
+    def test_self_signed_unpinned(self):
+        self.assertRefused(verifier(), test_pki().self_signed, verify.UNTRUSTED_CHAIN)
+
+    def test_no_anchors_configured(self):
+        refusal = self.assertRefused(verifier(anchors=[]), test_pki().device, verify.UNTRUSTED_CHAIN)
+        self.assertIn("no trust anchors", refusal.detail)
+
+    def test_revoked_by_crl(self):
+        self.assertRefused(verifier([Device("device-revoked.example.net")]), test_pki().revoked, verify.REVOKED)
+
+    def test_revoked_without_crl_is_accepted(self):
+        """Revocation is only known from configured CRLs."""
+        result = verifier([Device("device-revoked.example.net")], crls=False).verify(test_pki().revoked.certificate)
+        self.assertEqual(result.device_id, "device-revoked.example.net")
+
+    def test_wrong_extended_key_usage(self):
+        self.assertRefused(verifier([Device("device-email.example.net")]), test_pki().email_only, verify.KEY_USAGE)
+
+    def test_ca_certificate_as_device(self):
+        self.assertRefused(verifier(), test_pki().intermediate, verify.KEY_USAGE)
+
+    def test_unknown_device(self):
+        refusal = self.assertRefused(verifier([Device("someone-else")]), test_pki().device, verify.UNKNOWN_DEVICE)
+        self.assertIn("device1.example.net", refusal.detail)
+
+    def test_no_rule_matches(self):
+        checker = verifier([Device("device1.example.net")], rules=[CertToNameRule(test_pki().other_ca.fingerprint)])
+        refusal = self.assertRefused(checker, test_pki().device, verify.UNKNOWN_DEVICE)
+        self.assertIn("no cert-to-name rule", refusal.detail)
+
+    def test_disabled_device(self):
+        self.assertRefused(verifier([Device("device1.example.net", enabled=False)]), test_pki().device, verify.DEVICE_DISABLED)
+
+    def test_expected_identity_mismatch(self):
+        pki = test_pki()
+        device = Device("device3", tls_expected_identity="dns:device3.example.net")
+        checker = verifier([device], rules=[CertToNameRule(pki.ca.fingerprint, "common-name")])
+        self.assertRefused(checker, pki.wrong_name, verify.IDENTITY_MISMATCH)
+
+    def test_checked_after_expiry(self):
+        """The verification time is injectable: a certificate checked after its end is expired."""
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=20 * 365)
+        self.assertRefused(verifier([Device("device1.example.net")], now=lambda: later), test_pki().device, verify.EXPIRED)
+
+
+class AcceptTests(TestCase):
+    def test_chain_and_cert_to_name(self):
+        result = verifier([Device("device1.example.net")]).verify(test_pki().device.certificate, (), verify.PEER_IS_SERVER)
+        self.assertEqual(result.device_id, "device1.example.net")
+        self.assertEqual(result.matched_by, "cert-to-name:san-dns-name")
+        self.assertEqual(result.fingerprint, test_pki().device.fingerprint)
+        self.assertEqual(result.chain[-1], test_pki().ca.certificate)
+
+    def test_chain_through_intermediate(self):
+        pki = test_pki()
+        result = verifier([Device("device2.example.net")]).verify(
+            pki.device_via_intermediate.certificate, pki.device_via_intermediate.intermediates
+        )
+        self.assertEqual(result.device_id, "device2.example.net")
+        self.assertEqual(len(result.chain), 3)
+
+    def test_intermediate_missing(self):
+        with self.assertRaises(CertificateRefused) as caught:
+            verifier([Device("device2.example.net")]).verify(test_pki().device_via_intermediate.certificate)
+        self.assertEqual(caught.exception.reason, verify.UNTRUSTED_CHAIN)
+
+    def test_intermediate_as_anchor(self):
+        """A sub-CA may be configured as the anchor without its root (partial chain)."""
+        pki = test_pki()
+        checker = verifier(
+            [Device("device2.example.net")],
+            anchors=[pki.intermediate.certificate],
+            rules=[CertToNameRule(pki.intermediate.fingerprint, "san-dns-name")],
+        )
+        self.assertEqual(checker.verify(pki.device_via_intermediate.certificate).device_id, "device2.example.net")
+
+    def test_pinned_self_signed(self):
+        pki = test_pki()
+        device = Device("pinned-router", tls_fingerprints=(pki.self_signed.fingerprint,))
+        result = verifier([device]).verify(pki.self_signed.certificate)
+        self.assertEqual((result.device_id, result.matched_by), ("pinned-router", "pinned-fingerprint"))
+
+    def test_pinned_without_anchors(self):
+        pki = test_pki()
+        device = Device("pinned-router", tls_fingerprints=(pki.wrong_ca.fingerprint,))
+        self.assertEqual(verifier([device], anchors=[]).verify(pki.wrong_ca.certificate).device_id, "pinned-router")
+
+    def test_pinned_but_revoked(self):
+        """A pin does not override a CRL that lists the certificate."""
+        pki = test_pki()
+        device = Device("pinned-router", tls_fingerprints=(pki.revoked.fingerprint,))
+        with self.assertRaises(CertificateRefused) as caught:
+            verifier([device]).verify(pki.revoked.certificate)
+        self.assertEqual(caught.exception.reason, verify.REVOKED)
+
+    def test_pinned_but_expired(self):
+        pki = test_pki()
+        device = Device("pinned-router", tls_fingerprints=(pki.expired.fingerprint,))
+        with self.assertRaises(CertificateRefused) as caught:
+            verifier([device]).verify(pki.expired.certificate)
+        self.assertEqual(caught.exception.reason, verify.EXPIRED)
+
+    def test_idevid_serial_number(self):
+        pki = test_pki()
+        checker = verifier([Device("PID:ER-1 SN:FOC12345678")], rules=[CertToNameRule(pki.ca.fingerprint, "serial-number")])
+        result = checker.verify(pki.idevid.certificate)
+        self.assertEqual((result.device_id, result.matched_by), ("PID:ER-1 SN:FOC12345678", "cert-to-name:serial-number"))
+
+    def test_expected_identity_matches(self):
+        for identity in ("dns:device1.example.net", "ip:192.0.2.10"):
+            device = Device("device1.example.net", tls_expected_identity=identity)
+            self.assertEqual(verifier([device]).verify(test_pki().device.certificate).device_id, "device1.example.net")
+
+    def test_expected_identity_ip_mismatch(self):
+        device = Device("device1.example.net", tls_expected_identity="ip:192.0.2.99")
+        with self.assertRaises(CertificateRefused) as caught:
+            verifier([device]).verify(test_pki().device.certificate)
+        self.assertEqual(caught.exception.reason, verify.IDENTITY_MISMATCH)
+
+    def test_expected_identity_unusable(self):
+        device = Device("device1.example.net", tls_expected_identity="email:ops@example.net")
+        with self.assertRaises(CertificateRefused) as caught:
+            verifier([device]).verify(test_pki().device.certificate)
+        self.assertEqual(caught.exception.reason, verify.IDENTITY_MISMATCH)
+
+    def test_unknown_device_policy_admits(self):
+        """The policy sees the candidate (fingerprint, subject, mapped id) and may admit it."""
+        seen = []
+
+        def admit(candidate):
+            seen.append(candidate)
+            return Device(candidate.mapped_id)
+
+        result = verifier(policy=admit).verify(test_pki().device.certificate, peer="192.0.2.10:4334")
+        self.assertEqual((result.device_id, result.matched_by), ("device1.example.net", "policy"))
+        self.assertEqual(seen[0].fingerprint, test_pki().device.fingerprint)
+        self.assertEqual(seen[0].peer, "192.0.2.10:4334")
+
+    def test_unknown_device_policy_not_asked_for_untrusted(self):
+        asked = []
+        checker = verifier(policy=lambda candidate: asked.append(candidate))
+        self.assertRaises(CertificateRefused, checker.verify, test_pki().wrong_ca.certificate)
+        self.assertEqual(asked, [])
+
+    def test_server_role_needs_server_auth(self):
+        pki = test_pki()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        client_only = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "client-only")]))
+            .issuer_name(pki.ca.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(pki.ca.key, hashes.SHA256())
+        )
+        checker = verifier([Device("client-only")], rules=[CertToNameRule(pki.ca.fingerprint, "common-name")])
+        self.assertEqual(checker.verify(client_only, (), verify.PEER_IS_CLIENT).device_id, "client-only")
+        with self.assertRaises(CertificateRefused) as caught:
+            checker.verify(client_only, (), verify.PEER_IS_SERVER)
+        self.assertEqual(caught.exception.reason, verify.KEY_USAGE)
+
+
+class CertToNameTests(TestCase):
+    def rule(self, map_type, **options):
+        return CertToNameRule(test_pki().ca.fingerprint, map_type, **options)
+
+    def test_map_types(self):
+        device = test_pki().device.certificate
+        expected = {
+            "san-dns-name": "device1.example.net",
+            "san-ip-address": "192.0.2.10",
+            "san-rfc822-name": "ops@device1.example.net",
+            "san-any": "device1.example.net",
+            "common-name": "device1",
+        }
+        for map_type, name in expected.items():
+            self.assertEqual(name_for(self.rule(map_type), device), name, map_type)
+        self.assertEqual(name_for(self.rule("specified", name="router-7"), device), "router-7")
+        self.assertIsNone(name_for(self.rule("serial-number"), device))
+
+    def test_serial_number(self):
+        self.assertEqual(name_for(self.rule("serial-number"), test_pki().idevid.certificate), "PID:ER-1 SN:FOC12345678")
+
+    def test_ipv6_is_32_hex_digits(self):
+        pki = test_pki()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(pki.ca.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("2001:db8::1"))]), critical=False)
+            .sign(pki.ca.key, hashes.SHA256())
+        )
+        self.assertEqual(name_for(self.rule("san-ip-address"), certificate), "20010db8000000000000000000000001")
+
+    def test_priority_and_fallthrough(self):
+        """Lower priority first; a rule that yields no name passes to the next."""
+        pki = test_pki()
+        rules = [
+            CertToNameRule(pki.ca.fingerprint, "common-name", priority=20),
+            CertToNameRule(pki.ca.fingerprint, "serial-number", priority=5),
+            CertToNameRule(pki.other_ca.fingerprint, "specified", name="never", priority=1),
+        ]
+        leaf = pki.device.certificate
+        name, rule = map_certificate(rules, leaf, [leaf, pki.ca.certificate])
+        self.assertEqual((name, rule.priority), ("device1", 20))
+        name, rule = map_certificate(rules, pki.idevid.certificate, [pki.idevid.certificate, pki.ca.certificate])
+        self.assertEqual((name, rule.priority), ("PID:ER-1 SN:FOC12345678", 5))
+
+    def test_leaf_fingerprint_rule(self):
+        pki = test_pki()
+        rule = CertToNameRule(pki.device.fingerprint, "specified", name="by-leaf")
+        self.assertEqual(map_certificate([rule], pki.device.certificate, [])[0], "by-leaf")
+
+    def test_no_match(self):
+        pki = test_pki()
+        self.assertIsNone(map_certificate([CertToNameRule(pki.other_ca.fingerprint)], pki.device.certificate, []))
