@@ -1,0 +1,192 @@
+"""State from events, session details, and throttling on a task.Clock."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from callhome_mux.inventory import state as states
+from callhome_mux.inventory.inventory import address_host
+from callhome_mux.inventory.model import Device
+from callhome_mux.inventory.throttle import BackOff, Throttle
+
+from tests.test_inventory_helpers import InventoryTestMixin, ssh_fp, ssh_identity
+
+R1 = Device("r1", ssh_host_keys=(ssh_fp("r1"),))
+
+
+class FakeSession:
+    def __init__(self, device_id, details):
+        self.device_id = device_id
+        self.details = details
+        self._lost = defer.Deferred()
+
+    def whenLost(self):
+        return self._lost
+
+    def close(self, reason="closed"):
+        self._lost.callback(None)
+
+
+class EventMappingTests(unittest.TestCase):
+    def test_table_and_suffixes(self):
+        self.assertEqual(states.state_for_event("session.up"), (states.CONNECTED, None))
+        self.assertEqual(states.state_for_event("ssh.hostkey.mismatch"), (states.FAILED, states.HOST_KEY_MISMATCH))
+        self.assertEqual(states.state_for_event("tls.certificate.refused"), (states.FAILED, states.CERTIFICATE_REFUSED))
+        self.assertEqual(states.state_for_event("ssh.kex.timeout"), (states.FAILED, states.TIMEOUT))
+        self.assertEqual(states.state_for_event("netconf.framing.protocol.error"), (states.FAILED, states.PROTOCOL_ERROR))
+        self.assertIsNone(states.state_for_event("inventory.throttled"))
+        self.assertIsNone(states.state_for_event("connection.accepted"))
+        for name, (state, reason) in states.EVENT_STATES.items():
+            self.assertIn(state, states.STATES, name)
+            self.assertTrue(reason is None or reason in states.FAILURE_REASONS, name)
+
+    def test_address_host(self):
+        self.assertEqual(address_host("192.0.2.1:830"), "192.0.2.1")
+        self.assertEqual(address_host("[2001:db8::1]:830"), "2001:db8::1")
+        self.assertEqual(address_host("2001:db8::1"), "2001:db8::1")
+        self.assertIsNone(address_host("?"))
+        self.assertIsNone(address_host(None))
+
+
+class StateTests(InventoryTestMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_life_of_a_device(self):
+        inventory = yield self.open_inventory([R1])
+        self.assertEqual(inventory.state("r1").state, states.NEVER_SEEN)
+        self.assertEqual(inventory.states()["r1"].state, states.NEVER_SEEN)
+
+        self.bus.emit("ssh.hostkey.verified", device_id="r1", peer="192.0.2.1:5000", fingerprint=ssh_fp("r1"))
+        self.assertEqual(inventory.state("r1").state, states.AUTHENTICATING)
+        self.clock.advance(1)
+        self.bus.emit("session.up", device_id="r1", transport="netconf-ssh", peer="192.0.2.1:5000")
+        up = inventory.state("r1")
+        self.assertEqual((up.state, up.transport, up.last_address, up.since), (states.CONNECTED, "netconf-ssh", "192.0.2.1:5000", self.clock.seconds()))
+        self.clock.advance(1)
+        self.bus.emit("session.lost", device_id="r1", transport="netconf-ssh", peer="192.0.2.1:5000", reason="connection reset")
+        lost = inventory.state("r1")
+        self.assertEqual((lost.state, lost.reason), (states.DISCONNECTED, "connection reset"))
+        self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:5001")
+        self.assertEqual((inventory.state("r1").state, inventory.state("r1").reason), (states.FAILED, states.AUTHENTICATION_FAILED))
+        self.bus.emit("session.replaced", device_id="r1", old_peer="a", new_peer="b")
+
+        yield inventory.store._drained()
+        history = yield inventory.history("r1")
+        self.assertEqual(
+            [h["event"] for h in history],
+            ["session.replaced", "ssh.auth.failed", "session.lost", "session.up", "ssh.hostkey.verified"],
+        )
+        inventory = yield self.reopen(inventory, [R1])
+        self.assertEqual(inventory.state("r1").reason, states.AUTHENTICATION_FAILED)
+
+    @defer.inlineCallbacks
+    def test_unknown_device_ids_write_nothing(self):
+        inventory = yield self.open_inventory([R1])
+        for n in range(50):
+            self.bus.emit("session.lost", device_id=f"ghost{n}", reason="x")
+        yield inventory.store._drained()
+        self.assertEqual((yield inventory.store.count_history()), 0)
+        self.assertNotIn("ghost0", inventory.states())
+
+    @defer.inlineCallbacks
+    def test_session_details(self):
+        from callhome_mux.sessions import SessionRegistry
+
+        inventory = yield self.open_inventory([R1])
+        registry = SessionRegistry(self.bus)
+        inventory.watch_sessions(registry)
+        details = {
+            "transport": "netconf-ssh", "peer": "192.0.2.1:1",
+            "algorithms": {"kex": "curve25519-sha256", "cipher": "aes256-ctr"},
+            "capabilities": ("urn:ietf:params:netconf:base:1.1",),
+        }
+        registry.register(FakeSession("r1", details))
+        current = inventory.state("r1")
+        self.assertEqual(current.state, states.CONNECTED)
+        self.assertEqual(current.details["algorithms"]["kex"], "curve25519-sha256")
+        self.assertEqual(current.details["capabilities"], ["urn:ietf:params:netconf:base:1.1"])
+        yield inventory.store._drained()
+        inventory = yield self.reopen(inventory, [R1])
+        self.assertEqual(inventory.state("r1").details["algorithms"]["cipher"], "aes256-ctr")
+
+    @defer.inlineCallbacks
+    def test_explicit_state_is_checked(self):
+        inventory = yield self.open_inventory([R1])
+        yield self.assertFailure(inventory.set_state("r1", "sleeping"), ValueError)
+        yield self.assertFailure(inventory.set_state("r1", states.FAILED, "bad luck"), ValueError)
+        yield inventory.set_state("r1", states.FAILED, states.TIMEOUT)
+        self.assertEqual(inventory.state("r1").reason, states.TIMEOUT)
+
+
+class ThrottleUnitTests(unittest.TestCase):
+    def test_back_off_doubles_up_to_the_cap(self):
+        policy = BackOff(failures_before=3, base_delay=2.0, max_delay=30.0)
+        self.assertEqual([policy.delay(n) for n in range(1, 9)], [0, 0, 2, 4, 8, 16, 30, 30])
+        self.assertEqual(policy.delay(10**6), 30.0)
+
+    def test_tracking_is_bounded(self):
+        from twisted.internet import task
+
+        throttle = Throttle(BackOff(1, 1.0, 10.0), task.Clock(), max_tracked=100)
+        for n in range(1000):
+            throttle.failed(f"198.51.100.{n}")
+        self.assertEqual(len(throttle), 100)
+
+
+class ThrottlingTests(InventoryTestMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_identity_back_off(self):
+        inventory = yield self.open_inventory(
+            [R1], throttle_failures=3, throttle_base_delay=10.0, throttle_max_delay=40.0, address_throttle_failures=100
+        )
+        for _ in range(2):
+            self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")
+        self.assertIsNone(inventory.is_throttled("r1"))
+        self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")
+        reason = inventory.is_throttled("r1")
+        self.assertIn("r1", reason)
+        self.assertIsNotNone(inventory.is_throttled(ssh_identity("r1")))
+        self.assertEqual(inventory.identify(ssh_identity("r1")).action, "throttled")
+        event = self.last("inventory.throttled")
+        self.assertEqual((event["device_id"], event["failures"], event["delay"]), ("r1", 3, 10.0))
+
+        self.clock.advance(10)
+        self.assertIsNone(inventory.is_throttled("r1"))
+        self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")
+        self.assertEqual(self.last("inventory.throttled")["delay"], 20.0)
+        self.clock.advance(19)
+        self.assertIsNotNone(inventory.is_throttled("r1"))
+        self.clock.advance(1)
+        for expected in (40.0, 40.0):
+            self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")
+            self.assertEqual(self.last("inventory.throttled")["delay"], expected)
+            self.clock.advance(expected)
+
+        # Success clears it.
+        self.bus.emit("session.up", device_id="r1", peer="192.0.2.1:1", transport="ssh")
+        self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")
+        self.assertIsNone(inventory.is_throttled("r1"))
+
+    @defer.inlineCallbacks
+    def test_address_back_off_for_unknown_callers(self):
+        inventory = yield self.open_inventory(address_throttle_failures=2, address_throttle_base_delay=5.0, throttle_failures=50)
+        for n in range(2):
+            self.bus.emit("ssh.hostkey.unknown", fingerprint=ssh_fp(f"k{n}"), peer=f"203.0.113.9:{4000 + n}")
+        self.assertIsNotNone(inventory.is_throttled(address="203.0.113.9:5555"))
+        self.assertIsNotNone(inventory.is_throttled(address="203.0.113.9"))
+        self.assertIsNone(inventory.is_throttled(address="203.0.113.10:1"))
+        self.assertEqual(inventory.identify(ssh_identity("k9", address="203.0.113.9:1")).action, "throttled")
+        self.assertEqual(self.last("inventory.throttled")["address"], "203.0.113.9")
+        self.clock.advance(5)
+        self.assertIsNone(inventory.is_throttled(address="203.0.113.9"))
+
+    @defer.inlineCallbacks
+    def test_unproven_claims_are_not_throttle_keys(self):
+        # A preamble claim travels as claimed_device_id, never as device_id;
+        # failures under a claim must not lock the real device out.
+        inventory = yield self.open_inventory([R1], throttle_failures=1, address_throttle_failures=1000)
+        for _ in range(5):
+            self.bus.emit("ssh.hostkey.unknown", claimed_device_id="r1", fingerprint=ssh_fp("x"), peer="203.0.113.1:1")
+        self.assertIsNone(inventory.is_throttled("r1"))
+        self.assertIsNone(inventory.is_throttled(ssh_identity("r1")))
+        self.assertIsNotNone(inventory.is_throttled(ssh_identity("x")))
