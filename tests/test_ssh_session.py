@@ -1,0 +1,249 @@
+"""
+End to end over loopback: NETCONF over the SSH channel, keepalives both
+ways, a device calling home again, Juniper preambles, setup failures.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from callhome_mux.inventory.model import Credentials, Device
+from callhome_mux.netconf.namespaces import BASE_NS
+from callhome_mux.ssh.settings import SSHSettings
+from callhome_mux.testing.datastore import Datastore
+from callhome_mux.testing.ssh_device import JuniperPreamble, SSHCallHomeDevice, generate_ed25519_key
+from tests.test_ssh_harness import Manager
+
+RUNNING = '<system xmlns="urn:example:system"><hostname>r1</hostname></system>'
+
+
+def entry_for(device, device_id="r1", secret=None, password="pw") -> Device:
+    return Device(
+        id=device_id,
+        ssh_host_keys=(device.host_key_line,),
+        credentials=Credentials(password=password),
+        outbound_ssh_secret=secret,
+    )
+
+
+class NetconfOverSSHTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def up(self, device, settings=None, clock=None, entry=None):
+        manager = yield Manager(self, [entry or entry_for(device)], settings=settings, clock=clock).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        return manager, session
+
+    @defer.inlineCallbacks
+    def test_rpc(self):
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
+        manager, session = yield self.up(device)
+        data = yield session.get_config("running")
+        self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
+
+    @defer.inlineCallbacks
+    def test_pipelined_rpcs(self):
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
+        manager, session = yield self.up(device)
+        server = device.netconf_servers[-1]
+        server.hold_replies = True
+        pending = [session.get_config("running") for _ in range(20)]
+        # All 20 are sent before any reply; let the reactor turn until the
+        # device has read them (no sleeping: one reactor iteration at a time).
+        while len(server.received) < 20:
+            yield task.deferLater(reactor, 0, lambda: None)
+        server.release_replies(lambda replies: list(reversed(replies)))
+        results = yield defer.gatherResults(pending)
+        self.assertEqual(len(results), 20)
+        for data in results:
+            self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
+
+    @defer.inlineCallbacks
+    def test_large_reply_beyond_channel_window(self):
+        items = "".join(f"<item><name>n{i}</name><value>{'x' * 200}</value></item>" for i in range(12000))
+        big = f'<big xmlns="urn:example:big">{items}</big>'
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(big))
+        settings = SSHSettings(channel_window=256 * 1024)
+        manager, session = yield self.up(device, settings=settings)
+        data = yield session.get_config("running")
+        self.assertEqual(len(data.findall(".//{urn:example:big}item")), 12000)
+
+    @defer.inlineCallbacks
+    def test_calling_home_again_replaces_the_session(self):
+        device = SSHCallHomeDevice(password="pw")
+        manager, first = yield self.up(device)
+        first_connection = device.connections[-1]
+        replaced = manager.whenEvent("session.replaced", device_id="r1")
+        yield manager.callHome(device)
+        yield replaced
+        yield first_connection.lost
+        second = manager.registry.get("r1")
+        self.assertIsNot(second, first)
+        self.assertFalse(first.is_up)
+        self.assertTrue(second.is_up)
+        self.assertEqual(len(device.connections), 1)
+        data = yield second.get_config("running")
+        self.assertIsNotNone(data)
+
+    @defer.inlineCallbacks
+    def test_session_lost_when_device_disconnects(self):
+        device = SSHCallHomeDevice(password="pw")
+        manager, session = yield self.up(device)
+        lost = manager.whenEvent("session.lost", device_id="r1")
+        device.disconnect()
+        event = yield lost
+        self.assertIn("connection lost", event["reason"])
+        self.assertIsNone(manager.registry.get("r1"))
+
+
+class KeepaliveTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_device_that_stops_answering_is_lost(self):
+        clock = task.Clock()
+        device = SSHCallHomeDevice(password="pw", answer_global_requests=False)
+        settings = SSHSettings(keepalive_interval=10, keepalive_max_missed=3)
+        manager = yield Manager(self, [entry_for(device)], settings=settings, clock=clock).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        clock.advance(9)
+        self.assertEqual(device.global_requests, [])
+        for probe in range(3):
+            seen = device.whenGlobalRequest()
+            clock.advance(10 if probe else 1)
+            name = yield seen
+            self.assertEqual(name, "keepalive@openssh.com")
+        lost_event = manager.whenEvent("ssh.keepalive.lost", device_id="r1")
+        session_lost = session.whenLost()
+        clock.advance(10)
+        event = yield lost_event
+        reason = yield session_lost
+        self.assertEqual(event["missed"], 3)
+        self.assertIn("keepalive", reason)
+        self.assertIsNone(manager.registry.get("r1"))
+
+    @defer.inlineCallbacks
+    def test_answering_device_stays_up(self):
+        clock = task.Clock()
+        device = SSHCallHomeDevice(password="pw")
+        settings = SSHSettings(keepalive_interval=10, keepalive_max_missed=2)
+        manager = yield Manager(self, [entry_for(device)], settings=settings, clock=clock).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        for _ in range(6):
+            seen = device.whenGlobalRequest()
+            clock.advance(10)
+            yield seen
+            # An RPC round trip: the keepalive reply, sent before the RPC
+            # reply on the same stream, has certainly arrived after it.
+            yield session.get_config("running")
+        self.assertEqual(len(device.global_requests), 6)
+        self.assertEqual(manager.named("ssh.keepalive.lost"), [])
+        self.assertIs(manager.registry.get("r1"), session)
+
+    @defer.inlineCallbacks
+    def test_busy_session_sends_no_keepalives(self):
+        clock = task.Clock()
+        device = SSHCallHomeDevice(password="pw")
+        settings = SSHSettings(keepalive_interval=10)
+        manager = yield Manager(self, [entry_for(device)], settings=settings, clock=clock).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        for _ in range(5):
+            clock.advance(6)
+            yield session.get_config("running")
+        self.assertEqual(device.global_requests, [])
+
+    @defer.inlineCallbacks
+    def test_device_keepalive_answered_at_once(self):
+        # The manager's clock never moves: the reply cannot come from a timer.
+        clock = task.Clock()
+        device = SSHCallHomeDevice(password="pw")
+        manager = yield Manager(self, [entry_for(device)], clock=clock).start()
+        yield manager.callHome(device)
+        yield manager.registry.whenConnected("r1")
+        replies = yield defer.gatherResults([device.sendKeepalive() for _ in range(3)])
+        # RFC 8071 §7 asks for an answer; a refusal (REQUEST_FAILURE) is one.
+        self.assertEqual(replies, ["failure"] * 3)
+        self.assertEqual(manager.handler.calls[manager.named("ssh.auth.succeeded")[0]["connection_id"]].global_requests_answered, 3)
+
+    @defer.inlineCallbacks
+    def test_device_periodic_keepalives(self):
+        device_clock = task.Clock()
+        device = SSHCallHomeDevice(password="pw", keepalive_interval=15, clock=device_clock)
+        manager = yield Manager(self, [entry_for(device)]).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        device_clock.advance(15)
+        yield session.get_config("running")
+        self.assertIs(manager.registry.get("r1"), session)
+
+
+class JuniperPreambleTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_good_hmac_is_accepted(self):
+        device = SSHCallHomeDevice(password="pw", preamble=JuniperPreamble("r1", secret="xyzzy-42"))
+        manager = yield Manager(self, [entry_for(device, secret="xyzzy-42")]).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        self.assertEqual(session.device_id, "r1")
+
+    @defer.inlineCallbacks
+    def refused(self, device, secret="xyzzy-42"):
+        manager = yield Manager(self, [entry_for(device, secret=secret)]).start()
+        rejected = manager.whenEvent("ssh.preamble.rejected")
+        connection = yield manager.callHome(device)
+        event = yield rejected
+        yield connection.lost
+        self.assertEqual(device.offered_credentials, [])
+        self.assertNotIn("xyzzy-42", repr(manager.events))
+        return event
+
+    @defer.inlineCallbacks
+    def test_wrong_hmac_is_refused(self):
+        device = SSHCallHomeDevice(password="pw", preamble=JuniperPreamble("r1", secret="not-the-secret"))
+        event = yield self.refused(device)
+        self.assertIn("HMAC", event["reason"])
+        self.assertEqual(event["fingerprint"], device.fingerprint)
+
+    @defer.inlineCallbacks
+    def test_missing_preamble_is_refused(self):
+        device = SSHCallHomeDevice(password="pw")
+        event = yield self.refused(device)
+        self.assertIn("no HOST-KEY", event["reason"])
+
+    @defer.inlineCallbacks
+    def test_preamble_key_other_than_handshake_key_is_refused(self):
+        other = generate_ed25519_key().public().toString("openssh").decode()
+        device = SSHCallHomeDevice(password="pw", preamble=JuniperPreamble("r1", secret="xyzzy-42", host_key_override=other))
+        event = yield self.refused(device)
+        self.assertIn("differs", event["reason"])
+
+
+class SetupFailureTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_subsystem_refused(self):
+        device = SSHCallHomeDevice(password="pw", subsystem="not-netconf")
+        manager = yield Manager(self, [entry_for(device)]).start()
+        refused = manager.whenEvent("ssh.subsystem.refused")
+        connection = yield manager.callHome(device)
+        event = yield refused
+        yield connection.lost
+        self.assertEqual(event["subsystem"], "netconf")
+
+    @defer.inlineCallbacks
+    def test_setup_timeout(self):
+        from twisted.internet.protocol import Protocol
+
+        clock = task.Clock()
+        device = SSHCallHomeDevice(password="pw", netconf_factory=Protocol)  # never says hello
+        settings = SSHSettings(auth_timeout=5)
+        manager = yield Manager(self, [entry_for(device)], settings=settings, clock=clock).start()
+        started = manager.whenEvent("ssh.subsystem.started")
+        connection = yield manager.callHome(device)
+        yield started
+        timeout = manager.whenEvent("ssh.setup.timeout")
+        clock.advance(5)
+        event = yield timeout
+        yield connection.lost
+        self.assertEqual(event["stage"], "hello")
