@@ -1,0 +1,286 @@
+"""
+The Twisted side of the demultiplexer: timers, limits, handoff.
+
+L{DemuxProtocol} owns an accepted connection until the L{Classifier}
+decides its kind, then hands the live transport to the protocol that the
+handler registered for that kind returns, replaying the bytes already read.
+After the handoff it only forwards bytes and the end of the connection, so
+the next layer sees exactly the stream the device sent.
+
+L{Admission} bounds the connections that are still unclassified, in total
+and per source address, so that a flood of silent or one-byte connections
+cannot starve well-behaved devices: per source, new connections past the
+limit are refused; in total, the oldest unclassified connection is dropped
+to make room (a device that talks is classified within milliseconds and is
+rarely the oldest, while a flood's connections sit and age).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Dict, Mapping, Optional
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IProtocol
+
+from callhome_mux.connection import (
+    ClassifiedConnection,
+    ConnectionHandler,
+    ConnectionKind,
+    format_address,
+    next_connection_id,
+)
+from callhome_mux.demux.classifier import Classifier, Decision
+from callhome_mux.demux.settings import DemuxSettings
+from callhome_mux.events import EventBus
+
+
+class Admission:
+    """Counts unclassified connections, in total and per source address."""
+
+    def __init__(self, settings: DemuxSettings):
+        self.settings = settings
+        self._waiting: "OrderedDict[DemuxProtocol, str]" = OrderedDict()
+        self._per_source: Dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def from_source(self, source: str) -> int:
+        return self._per_source.get(source, 0)
+
+    def admit(self, connection: "DemuxProtocol", source: str) -> Optional[str]:
+        """Admit C{connection}; return why not, or C{None}.  May drop the oldest waiting connection."""
+        if self._per_source.get(source, 0) >= self.settings.max_unclassified_per_source:
+            return f"too many unclassified connections from {source} (limit {self.settings.max_unclassified_per_source})"
+        if len(self._waiting) >= self.settings.max_unclassified:
+            oldest = next(iter(self._waiting))
+            self.release(oldest)
+            oldest.drop(f"dropped to make room: {self.settings.max_unclassified} connections unclassified, oldest first")
+        self._waiting[connection] = source
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        return None
+
+    def release(self, connection: "DemuxProtocol") -> None:
+        source = self._waiting.pop(connection, None)
+        if source is None:
+            return
+        remaining = self._per_source[source] - 1
+        if remaining:
+            self._per_source[source] = remaining
+        else:
+            del self._per_source[source]
+
+
+class DemuxProtocol(protocol.Protocol):
+    """One accepted connection: classify it, then pass it on."""
+
+    def __init__(self, factory: "DemuxFactory"):
+        self.factory = factory
+        self.connection_id = next_connection_id()
+        self.kind: Optional[ConnectionKind] = None
+        self._classifier: Optional[Classifier] = None
+        self._delegate: Optional[IProtocol] = None
+        self._timers = []
+        self._accepted_at = 0.0
+        self._done = False  # decided, refused or lost: no more classification
+        self._peer_text = "?"
+
+    # -- connection start ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        clock = factory.clock
+        self._accepted_at = clock.seconds()
+        self._peer_text = format_address(self.transport.getPeer())
+        factory.events.emit(
+            "connection.accepted",
+            connection_id=self.connection_id,
+            peer=self._peer_text,
+            listener=factory.listener_name,
+        )
+        if factory.pinned_kind is not None:
+            self._hand_off(Decision(factory.pinned_kind, "pinned listener"))
+            return
+        source = getattr(self.transport.getPeer(), "host", self._peer_text)
+        refusal = factory.admission.admit(self, source)
+        if refusal is not None:
+            self._refuse(refusal, 0)
+            return
+        settings = factory.settings
+        self._classifier = Classifier(settings)
+        self._timers = [
+            clock.callLater(settings.silence_timeout, self._silence),
+            clock.callLater(settings.classify_timeout, self._timeout),
+        ]
+
+    # -- bytes -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        delegate = self._delegate
+        if delegate is not None:
+            delegate.dataReceived(data)
+            return
+        if self._done:
+            return
+        decision = self._classifier.feed(data)
+        if decision is not None:
+            self._decided(decision)
+
+    def _silence(self) -> None:
+        decision = self._classifier.silence()
+        if decision is not None:
+            self._decided(decision)
+
+    def _timeout(self) -> None:
+        if not self._done:
+            self._decided(self._classifier.timeout())
+
+    def drop(self, reason: str) -> None:
+        """Refuse this connection from outside (the admission limit)."""
+        if not self._done:
+            self._refuse(reason, self._classifier.bytes_read if self._classifier else 0)
+
+    # -- decisions -------------------------------------------------------
+
+    def _decided(self, decision: Decision) -> None:
+        self._done = True
+        self._cancel_timers()
+        self.factory.admission.release(self)
+        if decision.accepted:
+            self._hand_off(decision)
+        else:
+            self._refuse(decision.reason, len(decision.data))
+
+    def _hand_off(self, decision: Decision) -> None:
+        self._done = True
+        factory = self.factory
+        kind = decision.kind
+        self.kind = kind
+        elapsed_ms = (factory.clock.seconds() - self._accepted_at) * 1000.0
+        factory.events.emit(
+            "connection.classified",
+            connection_id=self.connection_id,
+            peer=self._peer_text,
+            kind=kind.value,
+            bytes=len(decision.data),
+            ms=round(elapsed_ms, 3),
+            reason=decision.reason,
+        )
+        handler = factory.handlers.get(kind)
+        if handler is None:
+            self._refuse(f"no handler for {kind.value} connections on this server", len(decision.data))
+            return
+        transport = self.transport
+        connection = ClassifiedConnection(
+            connection_id=self.connection_id,
+            kind=kind,
+            transport=transport,
+            peer=transport.getPeer(),
+            host=transport.getHost(),
+            initial_bytes=decision.data,
+            listener=factory.listener_name,
+            preamble=decision.preamble,
+            preamble_lines=decision.preamble_lines,
+            details=dict(factory.pinned_details),
+        )
+        try:
+            delegate = handler.protocolFor(connection)
+        except Exception as error:
+            factory.events.emit(
+                "connection.handler.error",
+                connection_id=self.connection_id,
+                peer=self._peer_text,
+                kind=kind.value,
+                reason=repr(error),
+            )
+            transport.loseConnection()
+            return
+        if delegate is None:
+            transport.loseConnection()  # the handler has said why
+            return
+        self._delegate = delegate
+        delegate.makeConnection(transport)
+        if decision.data and self._delegate is not None:
+            delegate.dataReceived(decision.data)
+
+    def _refuse(self, reason: str, bytes_read: int) -> None:
+        self._done = True
+        self._cancel_timers()
+        self.factory.admission.release(self)
+        self.factory.events.emit(
+            "connection.rejected",
+            connection_id=self.connection_id,
+            peer=self._peer_text,
+            listener=self.factory.listener_name,
+            bytes=bytes_read,
+            reason=reason,
+        )
+        # Abort rather than close: nothing is owed to a refused peer, and a
+        # peer that does not read must not keep the socket open.
+        self.transport.abortConnection()
+
+    # -- connection end --------------------------------------------------
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_timers()
+        self.factory.admission.release(self)
+        delegate, self._delegate = self._delegate, None
+        if not self._done:
+            self._done = True
+            self.factory.events.emit(
+                "connection.rejected",
+                connection_id=self.connection_id,
+                peer=self._peer_text,
+                listener=self.factory.listener_name,
+                bytes=self._classifier.bytes_read if self._classifier else 0,
+                reason="closed by the peer before it could be classified",
+            )
+        if delegate is not None:
+            delegate.connectionLost(reason)
+        self.factory.events.emit(
+            "connection.closed",
+            connection_id=self.connection_id,
+            peer=self._peer_text,
+            kind=self.kind.value if self.kind else None,
+            seconds=round(self.factory.clock.seconds() - self._accepted_at, 3),
+        )
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+
+
+class DemuxFactory(protocol.Factory):
+    """Builds a L{DemuxProtocol} for each connection accepted by one listener."""
+
+    protocol = DemuxProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        settings: DemuxSettings,
+        events: EventBus,
+        handlers: Mapping[ConnectionKind, ConnectionHandler],
+        admission: Optional[Admission] = None,
+        clock=None,
+        listener_name: str = "",
+        pinned_kind: Optional[ConnectionKind] = None,
+        pinned_details: Optional[Mapping[str, object]] = None,
+    ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.settings = settings
+        self.events = events
+        #: A live mapping: handlers registered later are seen by new connections.
+        self.handlers = handlers
+        self.admission = admission if admission is not None else Admission(settings)
+        self.clock = clock
+        self.listener_name = listener_name
+        self.pinned_kind = pinned_kind
+        self.pinned_details = dict(pinned_details or {})
+
+    def buildProtocol(self, addr) -> DemuxProtocol:
+        return DemuxProtocol(self)

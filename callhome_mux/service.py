@@ -1,0 +1,194 @@
+"""
+The callhome-mux service: listeners, handlers, sessions, as one IService.
+
+The twistd plugin builds exactly this; an application that embeds
+callhome-mux builds it too::
+
+    from callhome_mux.config import load_config
+    from callhome_mux.service import CallHomeService
+
+    service = CallHomeService(load_config("callhome-mux.toml"))
+    service.setServiceParent(application)       # or service.startService()
+    session = await service.whenConnected("router-1")
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any, Dict, List, Optional
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+
+from callhome_mux.config import Config
+from callhome_mux.connection import ConnectionHandler, ConnectionKind
+from callhome_mux.demux.protocol import Admission, DemuxFactory
+from callhome_mux.demux.proxy import ProxyHeaderFactory
+from callhome_mux.events import EventBus, EventObserver
+from callhome_mux.inventory.model import DeviceDirectory
+from callhome_mux.listener import ListenerSpec
+from callhome_mux.sessions import SessionRegistry
+
+
+class ListenerService(service.Service):
+    """One listening endpoint; C{whenListening()} gives its port (useful with port 0)."""
+
+    def __init__(self, spec: ListenerSpec, factory, reactor, events: EventBus):
+        self.spec = spec
+        self._events = events
+        self.factory = factory
+        self._reactor = reactor
+        self.port = None
+        self._waiters: List[defer.Deferred] = []
+        self.setName(spec.name)
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self._reactor, self.spec.endpoint)
+        listening = endpoint.listen(self.factory)
+        listening.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port) -> None:
+        self.port = port
+        address = port.getHost()
+        self._events.emit(
+            "listener.started",
+            listener=self.spec.name,
+            mode=self.spec.mode,
+            proxy=self.spec.proxy,
+            address=f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}",
+        )
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def _failed(self, failure) -> None:
+        self._events.emit("listener.failed", listener=self.spec.name, reason=failure.getErrorMessage())
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+        if not waiters:
+            failure.raiseException()
+
+    def whenListening(self) -> defer.Deferred:
+        if self.port is not None:
+            return defer.succeed(self.port)
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+class CallHomeService(service.MultiService):
+    """
+    Everything callhome-mux runs, for twistd or an embedding application.
+
+    @ivar events: the L{EventBus}; C{addObserver} to watch every event.
+    @ivar registry: the L{SessionRegistry} of sessions that are up.
+    @ivar directory: the L{DeviceDirectory} the SSH and TLS layers consult.
+    @ivar handlers: connection kind -> handler; L{registerHandler} to change.
+    """
+
+    def __init__(self, config: Optional[Config] = None, reactor=None, install_default_handlers: bool = True):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config if config is not None else Config()
+        self.reactor = reactor
+        self.events = EventBus(clock=reactor)
+        self.registry = SessionRegistry(self.events)
+        self.directory = DeviceDirectory()
+        self.handlers: Dict[ConnectionKind, ConnectionHandler] = {}
+        self.admission = Admission(self.config.demux)
+        self.listeners: List[ListenerService] = []
+        for spec in self.config.listeners:
+            self._add_listener(spec)
+        if install_default_handlers:
+            self._install_default_handlers()
+
+    # -- assembly --------------------------------------------------------
+
+    def _add_listener(self, spec: ListenerSpec) -> ListenerService:
+        settings = self.config.demux
+        factory = DemuxFactory(
+            settings,
+            self.events,
+            self.handlers,
+            admission=self.admission,
+            clock=self.reactor,
+            listener_name=spec.name,
+            pinned_kind=spec.pinned_kind,
+            pinned_details=spec.pinned_details,
+        )
+        if spec.proxy:
+            factory = ProxyHeaderFactory(
+                factory, self.events, self.reactor, settings.proxy_header_timeout, listener_name=spec.name
+            )
+        listener = ListenerService(spec, factory, self.reactor, self.events)
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+        return listener
+
+    def _install_default_handlers(self) -> None:
+        """The SSH and TLS handlers, as far as this build has them."""
+
+    def registerHandler(self, kind: ConnectionKind, handler: Optional[ConnectionHandler]) -> None:
+        """Run C{kind} connections with C{handler}; C{None} closes them (with an event)."""
+        if handler is None:
+            self.handlers.pop(kind, None)
+        else:
+            self.handlers[kind] = handler
+
+    @property
+    def state_dir(self) -> str:
+        return self.config.state_dir
+
+    def prepare_state_dir(self) -> str:
+        """Create the state directory (mode 0700) if needed; warn if others can read it."""
+        path = os.path.abspath(self.config.state_dir)
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            os.chmod(path, 0o700)
+            self.events.emit("state.created", path=path)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            self.events.emit(
+                "state.permissions.error",
+                path=path,
+                reason=f"state directory mode is {oct(mode)}; it holds keys and tokens, use 0700",
+            )
+        return path
+
+    # -- lifecycle -------------------------------------------------------
+
+    def startService(self) -> None:
+        self.prepare_state_dir()
+        self.events.emit("service.starting", listeners=[spec.name for spec in self.config.listeners])
+        super().startService()
+
+    # -- for applications ------------------------------------------------
+
+    def whenConnected(self, device_id: str) -> defer.Deferred:
+        """A Deferred firing with the device's session, now or when it calls home."""
+        return self.registry.whenConnected(device_id)
+
+    def sessions(self) -> List[Any]:
+        return self.registry.sessions()
+
+    def addEventObserver(self, observer: EventObserver) -> None:
+        self.events.addObserver(observer)
+
+    def removeEventObserver(self, observer: EventObserver) -> None:
+        self.events.removeObserver(observer)
+
+    def whenListening(self) -> defer.Deferred:
+        """A Deferred firing with the listening ports, in listener order, once all listen."""
+        return defer.gatherResults([listener.whenListening() for listener in self.listeners], consumeErrors=True)
