@@ -118,9 +118,19 @@ def subtree_filter(filter_elements: Iterable, data_root) -> List:
 # -- edit-config ----------------------------------------------------------
 
 
+def normalise(element):
+    """Drop whitespace-only text between elements (pretty-printing), in place; returns C{element}."""
+    for node in element.iter():
+        if len(node) and node.text is not None and not node.text.strip():
+            node.text = None
+        if node.tail is not None and not node.tail.strip():
+            node.tail = None
+    return element
+
+
 def _clean(element):
-    """A copy of C{element} without nc:operation attributes."""
-    duplicate = copy.deepcopy(element)
+    """A copy of C{element} without nc:operation attributes or layout whitespace."""
+    duplicate = normalise(copy.deepcopy(element))
     for node in duplicate.iter():
         if isinstance(node.tag, str):
             node.attrib.pop(OPERATION, None)
@@ -208,7 +218,7 @@ class Datastore:
             return root
         elements = xmlsafe.parse_fragment(content) if isinstance(content, (str, bytes)) else list(content)
         for element in elements:
-            root.append(copy.deepcopy(element))
+            root.append(normalise(copy.deepcopy(element)))
         return root
 
     def new_session_id(self) -> int:

@@ -442,28 +442,35 @@ def _leaf(name: str, text: str):
 
 
 def _xpath_select(data, spec) -> list:
-    """Copies of the nodes C{select} picks, each with its ancestors, merged per top-level node."""
+    """
+    Copies of the nodes C{select} picks, each with its ancestors (and list keys).
+
+    Each top-level node is evaluated as its own document, so C{/t:top/...}
+    addresses the datastore's top-level C{top} as NETCONF expects.
+    """
     namespaces = {prefix: uri for prefix, uri in spec.nsmap.items() if prefix}
-    try:
-        nodes = data.xpath(spec.get("select", ""), namespaces=namespaces)
-    except etree.XPathError as error:
-        raise _refuse("invalid-value", f"bad XPath: {error}", type="protocol")
     result = etree.Element("result")
-    made = {}  # source path -> copy, so siblings share their ancestors
-    tree = data.getroottree()
-    for node in nodes if isinstance(nodes, list) else []:
-        if not isinstance(node, etree._Element) or node is data:
-            continue
-        target = result
-        for ancestor in [a for a in reversed(list(node.iterancestors())) if a is not data]:
-            path = tree.getpath(ancestor)
-            if path not in made:
-                made[path] = etree.SubElement(target, ancestor.tag)
-                for child in ancestor:  # keep list keys so entries stay identifiable
-                    if len(child) == 0 and etree.QName(child).localname in KEY_NAMES:
-                        made[path].append(copy.deepcopy(child))
-            target = made[path]
-        target.append(copy.deepcopy(node))
+    for index, top in enumerate(data):
+        document = copy.deepcopy(top)
+        try:
+            nodes = document.xpath(spec.get("select", ""), namespaces=namespaces)
+        except etree.XPathError as error:
+            raise _refuse("invalid-value", f"bad XPath: {error}", type="protocol")
+        made = {}  # source path -> copy, so selected siblings share ancestors
+        tree = document.getroottree()
+        for node in nodes if isinstance(nodes, list) else []:
+            if not isinstance(node, etree._Element):
+                continue
+            target = result
+            for ancestor in reversed(list(node.iterancestors())):
+                path = tree.getpath(ancestor)
+                if path not in made:
+                    made[path] = etree.SubElement(target, ancestor.tag)
+                    for child in ancestor:  # keep list keys so entries stay identifiable
+                        if len(child) == 0 and etree.QName(child).localname in KEY_NAMES and child is not node:
+                            made[path].append(copy.deepcopy(child))
+                target = made[path]
+            target.append(copy.deepcopy(node))
     return list(result)
 
 
