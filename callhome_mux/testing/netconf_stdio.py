@@ -5,7 +5,8 @@ For OpenSSH's C{sshd}: C{Subsystem netconf python -m
 callhome_mux.testing.netconf_stdio} serves NETCONF in the subsystem, so a
 real sshd can play a calling-home device in tests.  Options::
 
-    --running XML   initial running configuration (content of <data>)
+    --running XML         initial running configuration (content of <data>)
+    --running-file PATH   the same, read from a file (no shell quoting needed)
     --candidate     the device has a candidate datastore
 """
 
@@ -18,8 +19,13 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m callhome_mux.testing.netconf_stdio")
     parser.add_argument("--running", default=None, help="initial running configuration (XML)")
+    parser.add_argument("--running-file", default=None, help="file holding the initial running configuration")
     parser.add_argument("--candidate", action="store_true", help="offer a candidate datastore")
     options = parser.parse_args(argv)
+    running = options.running
+    if options.running_file:
+        with open(options.running_file, encoding="utf-8") as handle:
+            running = handle.read()
 
     from twisted.internet import reactor, stdio
 
@@ -32,7 +38,7 @@ def main(argv=None) -> int:
             if reactor.running:
                 reactor.stop()
 
-    server = StdioNetconf(Datastore(options.running, candidate=options.candidate), clock=reactor)
+    server = StdioNetconf(Datastore(running, candidate=options.candidate), clock=reactor)
     stdio.StandardIO(server)
     reactor.run()
     return 0
