@@ -56,7 +56,7 @@ class StateTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(inventory.state("r1").state, states.NEVER_SEEN)
         self.assertEqual(inventory.states()["r1"].state, states.NEVER_SEEN)
 
-        self.bus.emit("ssh.hostkey.verified", device_id="r1", peer="192.0.2.1:5000", fingerprint=ssh_fp("r1"))
+        self.bus.emit("ssh.hostkey.accepted", device_id="r1", peer="192.0.2.1:5000", fingerprint=ssh_fp("r1"))
         self.assertEqual(inventory.state("r1").state, states.AUTHENTICATING)
         self.clock.advance(1)
         self.bus.emit("session.up", device_id="r1", transport="netconf-ssh", peer="192.0.2.1:5000")
@@ -74,7 +74,7 @@ class StateTests(InventoryTestMixin, unittest.TestCase):
         history = yield inventory.history("r1")
         self.assertEqual(
             [h["event"] for h in history],
-            ["session.replaced", "ssh.auth.failed", "session.lost", "session.up", "ssh.hostkey.verified"],
+            ["session.replaced", "ssh.auth.failed", "session.lost", "session.up", "ssh.hostkey.accepted"],
         )
         inventory = yield self.reopen(inventory, [R1])
         self.assertEqual(inventory.state("r1").reason, states.AUTHENTICATION_FAILED)
@@ -182,11 +182,27 @@ class ThrottlingTests(InventoryTestMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_unproven_claims_are_not_throttle_keys(self):
-        # A preamble claim travels as claimed_device_id, never as device_id;
-        # failures under a claim must not lock the real device out.
-        inventory = yield self.open_inventory([R1], throttle_failures=1, address_throttle_failures=1000)
-        for _ in range(5):
-            self.bus.emit("ssh.hostkey.unknown", claimed_device_id="r1", fingerprint=ssh_fp("x"), peer="203.0.113.1:1")
+        # A preamble claim travels as claimed_device_id, and host-key events
+        # come before the key is proven: neither may lock the real device
+        # out or mark it failed.  Only the address pays.
+        inventory = yield self.open_inventory([R1], throttle_failures=1, address_throttle_failures=3)
+        yield inventory.set_state("r1", states.CONNECTED, transport="ssh")
+        self.bus.emit("ssh.hostkey.unknown", claimed_device_id="r1", fingerprint=ssh_fp("x"), peer="203.0.113.1:1")
+        self.bus.emit("ssh.hostkey.mismatch", claimed_device_id="r2", fingerprint=ssh_fp("r1"), peer="203.0.113.1:2")
+        self.bus.emit("ssh.preamble.rejected", device_id="r1", fingerprint=ssh_fp("r1"), peer="203.0.113.1:3", reason="bad HMAC")
         self.assertIsNone(inventory.is_throttled("r1"))
         self.assertIsNone(inventory.is_throttled(ssh_identity("r1")))
-        self.assertIsNotNone(inventory.is_throttled(ssh_identity("x")))
+        self.assertIsNone(inventory.is_throttled(ssh_identity("x")))
+        self.assertIsNotNone(inventory.is_throttled(address="203.0.113.1"))
+        self.assertEqual(inventory.state("r1").state, states.CONNECTED)
+        yield inventory.store._drained()
+        history = yield inventory.history("r1")
+        self.assertEqual(history[0]["event"], "ssh.preamble.rejected")
+
+    @defer.inlineCallbacks
+    def test_tls_refusal_reasons(self):
+        inventory = yield self.open_inventory([R1])
+        self.bus.emit("tls.certificate.refused", device_id="r1", reason="expired", peer="192.0.2.1:1")
+        self.assertEqual(inventory.state("r1").reason, states.CERTIFICATE_REFUSED)
+        self.bus.emit("tls.certificate.refused", device_id="r1", reason="device-disabled", peer="192.0.2.1:1")
+        self.assertEqual(inventory.state("r1").reason, states.NOT_ALLOWED)

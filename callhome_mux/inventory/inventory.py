@@ -635,15 +635,17 @@ class Inventory:
 
     def _on_event(self, event: Dict[str, Any]) -> None:
         name = event.get("event", "")
-        mapped = states.state_for_event(name)
+        mapped = states.state_for_event(name, event.get("reason"))
         if mapped is None and name not in states.HISTORY_ONLY:
             return
         device_id = event.get("device_id")
         peer = event.get("peer")
-        fingerprint = event.get("fingerprint")
+        proven = name not in states.UNPROVEN_EVENTS
         if mapped is not None:
             state, reason = mapped
-            identity = [key for key in (fingerprint, device_id) if isinstance(key, str) and key]
+            identity = [key for key in (event.get("fingerprint"), device_id) if isinstance(key, str) and key]
+            if not proven:
+                identity = []
             if state == states.FAILED:
                 for key in identity:
                     self.record_failure(identity=key)
@@ -654,11 +656,11 @@ class Inventory:
                 self.record_success(address=peer)
         # State and history only for known devices: an unknown id in an
         # event (or a flood of them) writes nothing.
-        if not device_id or self.directory.get(device_id) is None:
+        if not isinstance(device_id, str) or self.directory.get(device_id) is None:
             return
         fields = {k: v for k, v in event.items() if k not in ("event", "time", "device_id")}
         writes = [self.record_event(device_id, name, **fields)]
-        if mapped is not None:
+        if mapped is not None and proven:
             state, reason = mapped
             if state == states.DISCONNECTED:
                 reason = event.get("reason")

@@ -33,28 +33,41 @@ FAILURE_REASONS = (NOT_ALLOWED, HOST_KEY_MISMATCH, CERTIFICATE_REFUSED, AUTHENTI
 #: towards throttling of the identity and the address; CONNECTED clears it.
 EVENT_STATES: Dict[str, Tuple[str, Optional[str]]] = {
     "connection.identified": (CONNECTING, None),
-    "ssh.hostkey.verified": (AUTHENTICATING, None),
-    "ssh.device.identified": (AUTHENTICATING, None),
-    "tls.device.identified": (AUTHENTICATING, None),
-    "tls.certificate.verified": (AUTHENTICATING, None),
+    "ssh.hostkey.accepted": (AUTHENTICATING, None),
+    "ssh.auth.succeeded": (AUTHENTICATING, None),
+    "tls.certificate.accepted": (AUTHENTICATING, None),
     "session.up": (CONNECTED, None),
     "session.lost": (DISCONNECTED, None),
     "ssh.hostkey.unknown": (FAILED, NOT_ALLOWED),
-    "tls.certificate.unknown": (FAILED, NOT_ALLOWED),
-    "ssh.device.disabled": (FAILED, NOT_ALLOWED),
-    "tls.device.disabled": (FAILED, NOT_ALLOWED),
+    "ssh.device.refused": (FAILED, NOT_ALLOWED),
+    "ssh.preamble.rejected": (FAILED, NOT_ALLOWED),
     "ssh.hostkey.mismatch": (FAILED, HOST_KEY_MISMATCH),
     "tls.certificate.refused": (FAILED, CERTIFICATE_REFUSED),
-    "tls.certificate.mismatch": (FAILED, CERTIFICATE_REFUSED),
     "ssh.auth.failed": (FAILED, AUTHENTICATION_FAILED),
-    "ssh.authentication.failed": (FAILED, AUTHENTICATION_FAILED),
+    "ssh.channel.failed": (FAILED, PROTOCOL_ERROR),
+    "ssh.subsystem.refused": (FAILED, PROTOCOL_ERROR),
+    "ssh.netconf.failed": (FAILED, PROTOCOL_ERROR),
+    "tls.handshake.failed": (FAILED, PROTOCOL_ERROR),
+    "tls.protocol.refused": (FAILED, PROTOCOL_ERROR),
     "netconf.hello.failed": (FAILED, PROTOCOL_ERROR),
-    "netconf.protocol.error": (FAILED, PROTOCOL_ERROR),
     "restconf.discovery.failed": (FAILED, PROTOCOL_ERROR),
-    "ssh.auth.timeout": (FAILED, TIMEOUT),
+    "ssh.setup.timeout": (FAILED, TIMEOUT),
     "tls.handshake.timeout": (FAILED, TIMEOUT),
-    "netconf.hello.timeout": (FAILED, TIMEOUT),
 }
+
+#: (event, its C{reason} field) -> a more exact failure reason.
+REASON_REFINEMENTS: Dict[Tuple[str, str], str] = {
+    ("tls.certificate.refused", "unknown-device"): NOT_ALLOWED,
+    ("tls.certificate.refused", "device-disabled"): NOT_ALLOWED,
+}
+
+#: Failures reported before the caller proved its identity: conch checks
+#: the host key (verifyHostKey) before it checks the key-exchange
+#: signature, so the fingerprint or device in these events may be a
+#: stranger replaying a real device's public key.  They count against the
+#: address only, and reach the device's history but never its state, so
+#: nobody can get a real device throttled or marked failed by naming it.
+UNPROVEN_EVENTS = frozenset({"ssh.hostkey.unknown", "ssh.hostkey.mismatch", "ssh.device.refused", "ssh.preamble.rejected"})
 
 #: Name endings understood when a name is not in the table (so a new
 #: event of a known kind still counts), tried in order.
@@ -65,16 +78,17 @@ SUFFIX_STATES: Tuple[Tuple[str, Tuple[str, Optional[str]]], ...] = (
 )
 
 #: Events kept in a device's history even though they change no state.
-HISTORY_ONLY = frozenset({"session.replaced"})
+HISTORY_ONLY = frozenset({"session.replaced", "ssh.keepalive.lost", "tls.protocol.decided"})
 
 
-def state_for_event(name: str) -> Optional[Tuple[str, Optional[str]]]:
-    """(state, failure reason) for event C{name}, or C{None} if it says nothing about state."""
+def state_for_event(name: str, reason: Any = None) -> Optional[Tuple[str, Optional[str]]]:
+    """(state, failure reason) for event C{name} (with its C{reason} field), or C{None}."""
     if name.startswith("inventory."):
         return None  # our own events: never feed them back
     found = EVENT_STATES.get(name)
     if found is not None:
-        return found
+        refined = REASON_REFINEMENTS.get((name, reason)) if isinstance(reason, str) else None
+        return (found[0], refined) if refined else found
     if name.startswith(("ssh.", "tls.", "netconf.", "restconf.", "connection.", "session.")):
         for suffix, result in SUFFIX_STATES:
             if name.endswith(suffix):
