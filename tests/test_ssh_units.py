@@ -1,0 +1,244 @@
+"""
+Unit tests of the SSH layer's pieces: settings, algorithm offer, host-key
+trust (directory, known_hosts plain and hashed), Juniper preamble, keepalive.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from callhome_mux.inventory.model import Credentials, Device, DeviceDirectory
+from callhome_mux.settings import ConfigError, from_table
+from callhome_mux.ssh.algorithms import offer_for
+from callhome_mux.ssh.keepalive import KeepaliveMonitor
+from callhome_mux.ssh.preamble import outbound_ssh_hmac, preamble_problem
+from callhome_mux.ssh.settings import SSHSettings
+from callhome_mux.ssh.trust import (
+    DEVICE_DISABLED,
+    HOSTKEY_MISMATCH,
+    HOSTKEY_UNKNOWN,
+    DirectoryTrust,
+    KnownHosts,
+    PresentedHostKey,
+)
+from callhome_mux.testing.ssh_device import generate_ed25519_key
+
+
+def new_key():
+    public = generate_ed25519_key().public()
+    return PresentedHostKey(public.blob()), public.toString("openssh").decode()
+
+
+class SettingsTests(unittest.TestCase):
+    def test_defaults(self):
+        settings = SSHSettings()
+        self.assertEqual((settings.keepalive_interval, settings.keepalive_max_missed), (30.0, 3))
+        self.assertEqual(settings.channel_window, 2 * 1024 * 1024)
+        self.assertEqual(settings.key_exchanges[:2], ("mlkem768x25519-sha256", "curve25519-sha256"))
+        self.assertEqual(settings.host_key_algorithms[0], "ssh-ed25519")
+        self.assertIsNone(settings.default_credentials())
+
+    def test_from_table(self):
+        settings = from_table(SSHSettings, {"keepalive-interval": 5, "ciphers": ["aes128-ctr"]}, "ssh")
+        self.assertEqual(settings.keepalive_interval, 5.0)
+        self.assertEqual(settings.ciphers, ("aes128-ctr",))
+
+    def test_weak_algorithms_refused(self):
+        for key, name in (("macs", "hmac-md5"), ("ciphers", "3des-cbc"), ("host_key_algorithms", "ssh-dss")):
+            with self.assertRaises(ConfigError) as caught:
+                from_table(SSHSettings, {key: [name]}, "ssh")
+            self.assertIn(f"ssh.{key}", str(caught.exception))
+
+    def test_bad_values_named(self):
+        with self.assertRaises(ConfigError) as caught:
+            from_table(SSHSettings, {"keepalive_max_missed": 0}, "ssh")
+        self.assertIn("ssh.keepalive_max_missed", str(caught.exception))
+
+    def test_default_password_hidden_from_repr(self):
+        settings = SSHSettings(default_password="hunter2", default_username="u")
+        self.assertNotIn("hunter2", repr(settings))
+        self.assertEqual(settings.default_credentials().username, "u")
+
+    def test_offer_drops_weak_and_unsupported(self):
+        offer = offer_for(SSHSettings())
+        self.assertEqual(offer.host_key_algorithms[0], b"ssh-ed25519")
+        self.assertIn(b"curve25519-sha256", offer.key_exchanges[:2])
+        for weak in (b"diffie-hellman-group14-sha1", b"diffie-hellman-group-exchange-sha1"):
+            self.assertNotIn(weak, offer.key_exchanges)
+        self.assertNotIn(b"ssh-rsa", offer.host_key_algorithms)
+        self.assertNotIn(b"3des-cbc", offer.ciphers)
+        self.assertNotIn(b"hmac-md5", offer.macs)
+
+    def test_offer_refuses_nothing_supported(self):
+        with self.assertRaises(ValueError):
+            offer_for(SSHSettings(ciphers=("chacha20-poly1305@openssh.com",)))
+
+
+class DirectoryTrustTests(unittest.TestCase):
+    def test_key_line_and_fingerprint_entries(self):
+        key1, line1 = new_key()
+        key2, _ = new_key()
+        directory = DeviceDirectory([Device(id="a", ssh_host_keys=(line1,)), Device(id="b", ssh_host_keys=(key2.fingerprint,))])
+        trust = DirectoryTrust(directory)
+        self.assertEqual(trust(key1).device.id, "a")
+        self.assertEqual(trust(key2).device.id, "b")
+        self.assertEqual(trust(key1).source, "directory")
+
+    def test_unknown(self):
+        key, _ = new_key()
+        verdict = DirectoryTrust(DeviceDirectory())(key)
+        self.assertFalse(verdict.trusted)
+        self.assertEqual(verdict.event, HOSTKEY_UNKNOWN)
+
+    def test_claim_of_other_device(self):
+        key, line = new_key()
+        _, other_line = new_key()
+        directory = DeviceDirectory([Device(id="a", ssh_host_keys=(line,)), Device(id="b", ssh_host_keys=(other_line,))])
+        verdict = DirectoryTrust(directory)(key, "b")
+        self.assertEqual(verdict.event, HOSTKEY_MISMATCH)
+
+    def test_changed_key_for_known_device(self):
+        key, _ = new_key()
+        _, old_line = new_key()
+        directory = DeviceDirectory([Device(id="a", ssh_host_keys=(old_line,))])
+        self.assertEqual(DirectoryTrust(directory)(key, "a").event, HOSTKEY_MISMATCH)
+        # Without a claim, the new key is simply unknown.
+        self.assertEqual(DirectoryTrust(directory)(key).event, HOSTKEY_UNKNOWN)
+
+    def test_disabled_device(self):
+        key, line = new_key()
+        directory = DeviceDirectory([Device(id="a", ssh_host_keys=(line,), enabled=False)])
+        self.assertEqual(DirectoryTrust(directory)(key).event, DEVICE_DISABLED)
+
+
+class KnownHostsTests(unittest.TestCase):
+    def write(self, text):
+        path = self.mktemp()
+        with open(path, "w") as handle:
+            handle.write(text)
+        return path
+
+    def test_plain_entry_names_device(self):
+        key, line = new_key()
+        path = self.write(f"# comment\n@cert-authority * ssh-ed25519 AAAA\nrouter-7,alias {line}\n")
+        directory = DeviceDirectory([Device(id="router-7", credentials=Credentials(username="x"))])
+        verdict = DirectoryTrust(directory, KnownHosts(path))(key)
+        self.assertEqual(verdict.device.id, "router-7")
+        self.assertEqual(verdict.device.credentials.username, "x")
+        self.assertEqual(verdict.source, "known_hosts")
+
+    def test_name_not_in_directory_is_a_device_of_that_id(self):
+        key, line = new_key()
+        verdict = DirectoryTrust(DeviceDirectory(), KnownHosts(self.write(f"lonely {line}\n")))(key)
+        self.assertEqual(verdict.device.id, "lonely")
+
+    def test_hashed_entry(self):
+        key, line = new_key()
+        salt = os.urandom(20)
+        digest = hmac.new(salt, b"router-8", hashlib.sha1).digest()
+        hashed = f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+        known = KnownHosts(self.write(f"{hashed} {line}\n"))
+        # Found through the claimed name or a directory name.
+        self.assertEqual(DirectoryTrust(DeviceDirectory(), known)(key, "router-8").device.id, "router-8")
+        directory = DeviceDirectory([Device(id="router-8")])
+        self.assertEqual(DirectoryTrust(directory, known)(key).device.id, "router-8")
+
+    def test_mismatch_against_known_hosts(self):
+        key, _ = new_key()
+        _, old_line = new_key()
+        known = KnownHosts(self.write(f"router-9 {old_line}\n"))
+        self.assertEqual(DirectoryTrust(DeviceDirectory(), known)(key, "router-9").event, HOSTKEY_MISMATCH)
+
+    def test_reread_after_edit(self):
+        key, line = new_key()
+        path = self.write("")
+        known = KnownHosts(path)
+        self.assertEqual(DirectoryTrust(DeviceDirectory(), known)(key).event, HOSTKEY_UNKNOWN)
+        with open(path, "w") as handle:
+            handle.write(f"added-later {line}   # trailing comment\n")
+        self.assertEqual(DirectoryTrust(DeviceDirectory(), known)(key).device.id, "added-later")
+
+    def test_missing_file_is_empty(self):
+        key, _ = new_key()
+        self.assertEqual(DirectoryTrust(DeviceDirectory(), KnownHosts("/nonexistent"))(key).event, HOSTKEY_UNKNOWN)
+
+
+class PreambleTests(unittest.TestCase):
+    def setUp(self):
+        self.key, self.line = new_key()
+
+    def test_hmac_is_hmac_sha1_hex_of_host_key_keyed_by_secret(self):
+        expected = hmac.new(b"s", self.line.encode(), hashlib.sha1).hexdigest()
+        self.assertEqual(outbound_ssh_hmac("s", self.line), expected)
+
+    def test_good(self):
+        preamble = {"HOST-KEY": self.line, "HMAC": outbound_ssh_hmac("s", self.line).upper()}
+        self.assertIsNone(preamble_problem("s", preamble, self.key.blob))
+
+    def test_no_secret_no_check(self):
+        self.assertIsNone(preamble_problem(None, {}, self.key.blob))
+
+    def test_bad_hmac(self):
+        preamble = {"HOST-KEY": self.line, "HMAC": outbound_ssh_hmac("other", self.line)}
+        self.assertIn("HMAC", preamble_problem("s", preamble, self.key.blob))
+
+    def test_missing(self):
+        self.assertIn("no HOST-KEY", preamble_problem("s", {"DEVICE-ID": "x"}, self.key.blob))
+
+    def test_key_differs(self):
+        _, other = new_key()
+        preamble = {"HOST-KEY": other, "HMAC": outbound_ssh_hmac("s", other)}
+        self.assertIn("differs", preamble_problem("s", preamble, self.key.blob))
+
+    def test_reason_never_holds_secret(self):
+        preamble = {"HOST-KEY": self.line, "HMAC": "00"}
+        reason = preamble_problem("sup3rs3cret", preamble, self.key.blob)
+        self.assertNotIn("sup3rs3cret", reason)
+        self.assertNotIn(outbound_ssh_hmac("sup3rs3cret", self.line), reason)
+
+
+class KeepaliveMonitorTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.probes = []
+        self.lost = []
+        self.monitor = KeepaliveMonitor(self.clock, 10, 3, lambda: self.probes.append(self.clock.seconds()), self.lost.append)
+        self.monitor.start()
+
+    def test_probe_after_quiet_interval_then_lost(self):
+        self.clock.advance(9.9)
+        self.assertEqual(self.probes, [])
+        self.clock.pump([0.1, 10, 10])
+        self.assertEqual(self.probes, [10, 20, 30])
+        self.assertEqual(self.lost, [])
+        self.clock.advance(10)
+        self.assertEqual(self.lost, [3])
+        self.clock.advance(100)
+        self.assertEqual(len(self.probes), 3)
+
+    def test_traffic_resets(self):
+        self.clock.advance(10)
+        self.clock.advance(5)
+        self.monitor.trafficSeen()
+        self.assertEqual(self.monitor.missed, 0)
+        self.clock.advance(5)  # timer due, but traffic was 5 s ago
+        self.assertEqual(self.probes, [10])
+        self.clock.advance(5)
+        self.assertEqual(self.probes, [10, 25])
+
+    def test_traffic_keeps_quiet(self):
+        for _ in range(10):
+            self.clock.advance(6)
+            self.monitor.trafficSeen()
+        self.assertEqual(self.probes, [])
+
+    def test_stop(self):
+        self.monitor.stop()
+        self.clock.advance(100)
+        self.assertEqual(self.probes, [])
