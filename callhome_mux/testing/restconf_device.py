@@ -384,6 +384,7 @@ class _RestconfResource(Resource):
         numbers = self.device._connection_numbers
         number = numbers.setdefault(id(request.channel), len(numbers) + 1)
         self.device.requests.append(SeenRequest(request.method.decode(), request.uri.decode(), number))
+        self.device._tell_request_waiters()
         if self.device.holding:
             self.device.held.append(request)
             return server.NOT_DONE_YET
@@ -413,6 +414,8 @@ class RestconfDevice:
         self.held: List[Any] = []
         self._connection_numbers: Dict[int, int] = {}
         self._lost: List[defer.Deferred] = []
+        self._request_waiters: List[Tuple[int, defer.Deferred]] = []
+        self.transports: List[Any] = []
         self.site = server.Site(_RestconfResource(self), timeout=None)
         self.site.displayTracebacks = False
         self.site.noisy = False
@@ -426,14 +429,27 @@ class RestconfDevice:
         self.channels.append(channel)
         lost = defer.Deferred()
         self._lost.append(lost)
-        original = channel.connectionLost
+        made, original = channel.makeConnection, channel.connectionLost
+
+        def makeConnection(transport):
+            self.transports.append(transport)
+            made(transport)
 
         def connectionLost(reason):
             original(reason)
             lost.callback(None)
 
+        channel.makeConnection = makeConnection
         channel.connectionLost = connectionLost
         return channel
+
+    def whenRequests(self, count: int) -> defer.Deferred:
+        """Fires once the device has seen C{count} requests in all."""
+        if len(self.requests) >= count:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._request_waiters.append((count, waiter))
+        return waiter
 
     def whenAllLost(self) -> defer.Deferred:
         """Fires once every connection the device had is closed (test cleanup)."""
@@ -454,6 +470,12 @@ class RestconfDevice:
         """Dial the manager over plain TCP (RFC 8071 shape, without TLS); fires with the HTTP protocol."""
         return TCP4ClientEndpoint(reactor, host, port).connect(self.factory())
 
+    def _tell_request_waiters(self) -> None:
+        due = [w for w in self._request_waiters if w[0] <= len(self.requests)]
+        self._request_waiters = [w for w in self._request_waiters if w not in due]
+        for _, waiter in due:
+            waiter.callback(None)
+
     # -- test switches ---------------------------------------------------------
 
     def hold(self) -> None:
@@ -467,9 +489,8 @@ class RestconfDevice:
             self.answer(request)
 
     def drop_connections(self) -> None:
-        for channel in self.channels:
-            if channel.transport is not None:
-                channel.transport.loseConnection()
+        for transport in self.transports:
+            transport.loseConnection()
 
     # -- answering -------------------------------------------------------------
 
