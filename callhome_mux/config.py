@@ -41,6 +41,11 @@ DEFAULT_LISTEN = ("tcp:4334",)
 #: section name -> "module:SettingsClass"
 SECTIONS: Dict[str, str] = {
     "demux": "callhome_mux.demux.settings:DemuxSettings",
+    "ssh": "callhome_mux.ssh.settings:SSHSettings",
+    "netconf": "callhome_mux.netconf.settings:NetconfSettings",
+    "tls": "callhome_mux.tls.settings:TLSSettings",
+    "restconf": "callhome_mux.restconf.settings:RestconfSettings",
+    "inventory": "callhome_mux.inventory.settings:InventorySettings",
 }
 
 
@@ -133,17 +138,17 @@ def config_from_document(document: Mapping[str, Any], path: Optional[str] = None
 
 
 def _validate_devices(devices: List[Mapping[str, Any]]) -> None:
-    """Turn each device table into a Device now, so a bad one stops the start."""
-    try:
-        from callhome_mux.inventory.config import device_from_table
-    except ImportError:  # pragma: no cover - inventory not installed in this build
-        return
-    seen = set()
-    for index, table in enumerate(devices):
-        device = device_from_table(table, index)
-        if device.id in seen:
-            raise ConfigError(f"device id {device.id!r} appears twice", f"devices[{index}].id")
-        seen.add(device.id)
+    """Turn the device tables into devices now, so a bad one stops the start."""
+    from callhome_mux.inventory.config import devices_from_tables
+
+    devices_from_tables(devices)
+
+
+def config_devices(config: Config):
+    """The configuration's devices, as L{Device} objects."""
+    from callhome_mux.inventory.config import devices_from_tables
+
+    return devices_from_tables(config.devices)
 
 
 def _apply_override(document: Dict[str, Any], assignment: str) -> None:

@@ -52,4 +52,6 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> CallHomeService:
-    return CallHomeService(options.config)
+    service = CallHomeService(options.config)
+    service.stop_reactor_on_start_failure = True
+    return service

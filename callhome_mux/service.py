@@ -21,8 +21,9 @@ from typing import Any, Dict, List, Optional
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.python.failure import Failure
 
-from callhome_mux.config import Config
+from callhome_mux.config import Config, config_devices
 from callhome_mux.connection import ConnectionHandler, ConnectionKind
 from callhome_mux.demux.protocol import Admission, DemuxFactory
 from callhome_mux.demux.proxy import ProxyHeaderFactory
@@ -109,10 +110,15 @@ class CallHomeService(service.MultiService):
         self.handlers: Dict[ConnectionKind, ConnectionHandler] = {}
         self.admission = Admission(self.config.demux)
         self.listeners: List[ListenerService] = []
+        #: The L{Inventory}, open from L{startService} until L{stopService}.
+        self.inventory = None
+        self._install_default_handlers_on_start = install_default_handlers
+        #: Set by the twistd plugin: a server that cannot start stops the process.
+        self.stop_reactor_on_start_failure = False
+        self._start_outcome = None  # the service once started, or the Failure
+        self._start_waiters: List[defer.Deferred] = []
         for spec in self.config.listeners:
             self._add_listener(spec)
-        if install_default_handlers:
-            self._install_default_handlers()
 
     # -- assembly --------------------------------------------------------
 
@@ -138,7 +144,30 @@ class CallHomeService(service.MultiService):
         return listener
 
     def _install_default_handlers(self) -> None:
-        """The SSH and TLS handlers, as far as this build has them."""
+        """The SSH handler, and the TLS handler for both TLS directions."""
+        from functools import partial
+
+        from callhome_mux.restconf.session import restconf_protocol
+        from callhome_mux.ssh.handler import SSHHandler
+        from callhome_mux.tls.handler import TLSHandler
+
+        config = self.config
+        ssh = SSHHandler(
+            self.directory, self.registry, self.events, config.ssh, config.netconf, clock=self.reactor
+        )
+        tls = TLSHandler(
+            self.directory,
+            self.registry,
+            self.events,
+            config.tls,
+            config.netconf,
+            self.state_dir,
+            clock=self.reactor,
+            restconf_factory=partial(restconf_protocol, settings=config.restconf),
+        )
+        self.registerHandler(ConnectionKind.SSH, ssh)
+        self.registerHandler(ConnectionKind.TLS_SILENT, tls)
+        self.registerHandler(ConnectionKind.TLS_CLIENT_HELLO, tls)
 
     def registerHandler(self, kind: ConnectionKind, handler: Optional[ConnectionHandler]) -> None:
         """Run C{kind} connections with C{handler}; C{None} closes them (with an event)."""
@@ -170,9 +199,80 @@ class CallHomeService(service.MultiService):
     # -- lifecycle -------------------------------------------------------
 
     def startService(self) -> None:
-        self.prepare_state_dir()
+        """
+        Prepare the state directory, open the inventory, then listen.
+
+        Listeners start only once the inventory is loaded, so that no device
+        is judged against an empty directory.  L{whenStarted} fires then.
+        """
+        service.Service.startService(self)
         self.events.emit("service.starting", listeners=[spec.name for spec in self.config.listeners])
-        super().startService()
+        defer.maybeDeferred(self._start).addCallbacks(self._running, self._start_failed)
+
+    @defer.inlineCallbacks
+    def _start(self):
+        from callhome_mux.inventory.inventory import Inventory
+
+        state_dir = self.prepare_state_dir()
+        self.inventory = yield Inventory.open(
+            self.config.inventory,
+            state_dir,
+            self.events,
+            directory=self.directory,
+            clock=self.reactor,
+            config_devices=config_devices(self.config),
+        )
+        if self._install_default_handlers_on_start:
+            self._install_default_handlers()
+        for child in self:
+            child.startService()
+        yield self.whenListening()
+
+    def _running(self, _):
+        self._start_outcome = self
+        self.events.emit("service.started", devices=len(self.directory))
+        self._notify_start_waiters()
+
+    def _start_failed(self, failure):
+        self._start_outcome = failure
+        self.events.emit("service.start.failed", reason=failure.getErrorMessage())
+        if self.stop_reactor_on_start_failure and self.reactor.running:
+            # Under twistd nobody waits on us: a server that cannot start stops.
+            from twisted.python import log
+
+            log.err(failure, "callhome-mux could not start")
+            self.reactor.stop()
+        self._notify_start_waiters()
+
+    def _notify_start_waiters(self):
+        waiters, self._start_waiters = self._start_waiters, []
+        for waiter in waiters:
+            self._fire_start_waiter(waiter)
+
+    def _fire_start_waiter(self, waiter: defer.Deferred) -> None:
+        if isinstance(self._start_outcome, Failure):
+            waiter.errback(self._start_outcome)
+        else:
+            waiter.callback(self._start_outcome)
+
+    def whenStarted(self) -> defer.Deferred:
+        """Fires with the service once the inventory is open and every listener listens."""
+        waiter: defer.Deferred = defer.Deferred()
+        if self._start_outcome is None:
+            self._start_waiters.append(waiter)
+        else:
+            self._fire_start_waiter(waiter)
+        return waiter
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield defer.maybeDeferred(super().stopService)
+        for session in list(self.registry.sessions()):
+            session.close("callhome-mux is stopping")
+        if self.inventory is not None:
+            inventory, self.inventory = self.inventory, None
+            yield inventory.close()
+        self.events.emit("service.stopped")
 
     # -- for applications ------------------------------------------------
 
