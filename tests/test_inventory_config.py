@@ -124,3 +124,32 @@ class InventorySettingsTests(unittest.TestCase):
         self.assertEqual(caught.exception.key, "inventory.throttle_max_delay")
         with self.assertRaises(ConfigError):
             from_table(InventorySettings, {"history_max_events": 0}, "inventory")
+
+
+class WholeDocumentTests(unittest.TestCase):
+    def test_inventory_from_config(self):
+        import tomllib
+
+        from callhome_mux.inventory.config import inventory_from_config
+
+        document = tomllib.loads(
+            """
+            [inventory]
+            unknown-device-policy = "pending"
+            history-max-events = 50
+
+            [[devices]]
+            id = "r1"
+            credentials = { username = "admin", password = "x" }
+
+            [[devices]]
+            id = "r2"
+            protocol = "restconf"
+            """
+        )
+        settings, devices = inventory_from_config(document)
+        self.assertEqual((settings.unknown_device_policy, settings.history_max_events), ("pending", 50))
+        self.assertEqual([d.id for d in devices], ["r1", "r2"])
+        with self.assertRaises(ConfigError) as caught:
+            inventory_from_config(tomllib.loads('[[devices]]\nid = "a"\n[[devices]]\nid = "b"\nprotocol = "x"\n'))
+        self.assertEqual(caught.exception.key, "devices[1].protocol")

@@ -128,3 +128,17 @@ def _with(device: Device, **changes: Any) -> Device:
     import dataclasses
 
     return dataclasses.replace(device, **changes)
+
+
+def inventory_from_config(document: Mapping[str, Any]):
+    """
+    C{(InventorySettings, [Device, ...])} from a whole parsed configuration
+    file: its C{[inventory]} table and its C{[[devices]]} tables.
+    """
+    from callhome_mux.inventory.settings import InventorySettings
+
+    settings = from_table(InventorySettings, document.get("inventory"), "inventory")
+    tables = document.get("devices", ())
+    if not isinstance(tables, (list, tuple)):
+        raise ConfigError("expected [[devices]] tables (an array of tables)", "devices")
+    return settings, devices_from_tables(tables)
