@@ -47,10 +47,22 @@ class ApplyConfigTests(InventoryTestMixin, unittest.TestCase):
     def test_conflict_changes_nothing(self):
         inventory = yield self.open_inventory([dev("a")])
         yield inventory.add_device(dev("r", key="rk"))
-        yield self.assertFailure(inventory.apply_config([dev("a"), dev("b", key="rk")]), ConfigError)
+        yield self.assertFailure(inventory.apply_config([dev("a"), dev("b", key="a")]), ConfigError)
         yield self.assertFailure(inventory.apply_config([dev("a"), dev("a")]), ConfigError)
         self.assertEqual(sorted(d.id for d in inventory.devices()), ["a", "r"])
         self.assertEqual(inventory.directory.by_ssh_fingerprint(ssh_fp("rk")).id, "r")
+
+    @defer.inlineCallbacks
+    def test_config_takes_a_runtime_devices_key(self):
+        # Approved at runtime, later written into the file under a real name.
+        inventory = yield self.open_inventory([dev("a")])
+        yield inventory.add_device(dev("ssh-123", key="rk"))
+        inventory = yield self.reopen(inventory, [dev("a"), dev("r5", key="rk")])
+        self.assertIsNone(inventory.get("ssh-123"))
+        self.assertEqual(inventory.directory.by_ssh_fingerprint(ssh_fp("rk")).id, "r5")
+        self.assertIn("inventory.device.superseded", self.names())
+        inventory = yield self.reopen(inventory, [dev("a")])
+        self.assertIsNone(inventory.get("ssh-123"))
 
     @defer.inlineCallbacks
     def test_removed_device_loses_state(self):

@@ -299,20 +299,31 @@ class Inventory:
             if device.id in config:
                 return defer.fail(ConfigError(f"device id {device.id!r} appears twice", "devices"))
             config[device.id] = device
-        before = {device.id: device for device in self._merged()}
-        old_config, self._config = self._config, config
         try:
-            self.directory.replace(self._merged())
+            DeviceDirectory(list(config.values()))  # conflicts within the file itself
         except ConfigError as error:
-            self._config = old_config
-            self.directory.replace(self._merged())
             return defer.fail(error)
+        before = {device.id: device for device in self._merged()}
+        self._config = config
+        # The configuration owns the ids it defines and the host keys and
+        # certificates it names: a runtime device in the way goes (else an
+        # operator who moves an approved device into the file could not
+        # start the server to remove the runtime entry).
+        configured = {identity: device.id for device in config.values() for identity in _identities(device)}
         writes = []
-        # The configuration owns the ids it defines: a runtime twin goes.
-        for device_id in sorted(set(config) & set(self._runtime)):
+        for device_id in sorted(self._runtime):
+            device = self._runtime[device_id]
+            if device_id in config:
+                why = "now defined in the configuration file"
+            else:
+                owners = sorted({configured[i] for i in _identities(device) if i in configured})
+                if not owners:
+                    continue
+                why = f"its host key or certificate is now configured for {', '.join(owners)}"
             del self._runtime[device_id]
-            self.events.emit("inventory.device.superseded", device_id=device_id, reason="now defined in the configuration file")
+            self.events.emit("inventory.device.superseded", device_id=device_id, reason=why)
             writes.append(self.store.delete_device(device_id))
+        self.directory.replace(self._merged())
         after = {device.id: device for device in self._merged()}
         changes = ConfigChanges(
             added=tuple(sorted(set(after) - set(before))),
@@ -684,6 +695,14 @@ def _device_fields(device: Device, source: str) -> Dict[str, Any]:
         "ssh_host_keys": len(device.ssh_host_keys),
         "tls_fingerprints": list(device.tls_fingerprints),
     }
+
+
+def _identities(device: Device) -> set:
+    from callhome_mux.inventory.model import ssh_key_fingerprint_from_text
+
+    found = {("ssh", ssh_key_fingerprint_from_text(key)) for key in device.ssh_host_keys}
+    found.update(("tls", fingerprint) for fingerprint in device.tls_fingerprints)
+    return found
 
 
 def _default_device_id(entry: PendingDevice) -> str:
