@@ -138,3 +138,26 @@ class OwnershipTests(InventoryTestMixin, unittest.TestCase):
         yield self.assertFailure(inventory.add_device(dev("r")), RuntimeError)
         self.assertIsNone(inventory.directory.get("r"))
         inventory.store.save_device = original
+
+
+class ServiceTests(InventoryTestMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_start_ready_stop(self):
+        from callhome_mux.inventory.model import DeviceDirectory
+        from callhome_mux.inventory.service import InventoryService
+        from callhome_mux.inventory.settings import InventorySettings
+
+        directory = DeviceDirectory()
+        service = InventoryService(InventorySettings(), self.state_dir, self.bus, directory, [dev("a")], self.clock)
+        waiting = service.whenReady()
+        service.startService()
+        inventory = yield waiting
+        self.assertIs(inventory.directory, directory)
+        self.assertEqual(directory.get("a").id, "a")
+        yield inventory.add_device(dev("r"))
+        yield service.stopService()
+        service = InventoryService(InventorySettings(), self.state_dir, self.bus, DeviceDirectory(), [], self.clock)
+        service.startService()
+        inventory = yield service.whenReady()
+        self.assertEqual([d.id for d in inventory.devices()], ["r"])
+        yield service.stopService()
