@@ -52,6 +52,15 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> CallHomeService:
-    service = CallHomeService(options.config)
+    def reload_same_command_line() -> Config:
+        return load_config(
+            path=options["config"], listen=options["listen"], state_dir=options["state-dir"], overrides=options["set"]
+        )
+
+    service = CallHomeService(options.config, config_loader=reload_same_command_line)
     service.stop_reactor_on_start_failure = True
+    from twisted.internet import reactor
+
+    # After the reactor has installed its own handlers.
+    reactor.callWhenRunning(service.installSignalHandlers)
     return service

@@ -14,6 +14,7 @@ callhome-mux builds it too::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from typing import Any, Dict, List, Optional
@@ -23,7 +24,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 
-from callhome_mux.config import Config, config_devices
+from callhome_mux.config import SECTIONS, Config, config_devices
 from callhome_mux.connection import ConnectionHandler, ConnectionKind
 from callhome_mux.demux.protocol import Admission, DemuxFactory
 from callhome_mux.demux.proxy import ProxyHeaderFactory
@@ -98,7 +99,13 @@ class CallHomeService(service.MultiService):
     @ivar handlers: connection kind -> handler; L{registerHandler} to change.
     """
 
-    def __init__(self, config: Optional[Config] = None, reactor=None, install_default_handlers: bool = True):
+    def __init__(
+        self,
+        config: Optional[Config] = None,
+        reactor=None,
+        install_default_handlers: bool = True,
+        config_loader=None,
+    ):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -113,6 +120,9 @@ class CallHomeService(service.MultiService):
         #: The L{Inventory}, open from L{startService} until L{stopService}.
         self.inventory = None
         self._install_default_handlers_on_start = install_default_handlers
+        #: Re-reads the configuration for L{reload}: the plugin passes one that
+        #: re-applies the same command line; by default, the same file again.
+        self._config_loader = config_loader or self._reload_same_file
         #: Set by the twistd plugin: a server that cannot start stops the process.
         self.stop_reactor_on_start_failure = False
         self._start_outcome = None  # the service once started, or the Failure
@@ -264,15 +274,97 @@ class CallHomeService(service.MultiService):
             self._fire_start_waiter(waiter)
         return waiter
 
+    #: Seconds a stop waits for sessions to close cleanly (NETCONF close-session).
+    stop_grace = 5.0
+
     @defer.inlineCallbacks
     def stopService(self):
+        # Listeners first (no new calls), then close every session and give
+        # them a bounded time to end cleanly, then the inventory.
         yield defer.maybeDeferred(super().stopService)
+        closing = []
         for session in list(self.registry.sessions()):
+            closing.append(session.whenLost())
             session.close("callhome-mux is stopping")
+        if closing:
+            everything = defer.DeferredList(closing, consumeErrors=True)
+            timer = self.reactor.callLater(self.stop_grace, everything.cancel)
+            try:
+                yield everything
+            except defer.CancelledError:
+                pass
+            if timer.active():
+                timer.cancel()
         if self.inventory is not None:
             inventory, self.inventory = self.inventory, None
             yield inventory.close()
         self.events.emit("service.stopped")
+
+    # -- reload ------------------------------------------------------------
+
+    def _reload_same_file(self) -> Config:
+        from callhome_mux.config import load_config
+
+        config = self.config
+        if config.path is None:
+            return config
+        return load_config(
+            config.path, listen=[spec.name for spec in config.listeners], state_dir=config.state_dir
+        )
+
+    @defer.inlineCallbacks
+    def reload(self):
+        """
+        Re-read the configuration and apply its devices (what SIGHUP does).
+
+        Devices added, changed or removed take effect at once; sessions of
+        unchanged devices stay up, those of changed or removed devices are
+        closed.  A file that does not load, or whose devices conflict, is
+        refused as a whole and the running configuration stays.  Other
+        settings (listeners, timers) need a restart: a change to them is
+        reported, not applied.  Fires with the inventory's changes, or
+        C{None} when the new file was refused.
+        """
+        from callhome_mux.settings import ConfigError
+
+        self.events.emit("config.reload.started", path=self.config.path)
+        try:
+            new = self._config_loader()
+            devices = config_devices(new)
+        except (ConfigError, OSError) as error:
+            self.events.emit("config.reload.failed", path=self.config.path, reason=str(error))
+            return None
+        try:
+            changes = yield self.inventory.apply_config(devices)
+        except ConfigError as error:
+            self.events.emit("config.reload.failed", path=self.config.path, reason=str(error))
+            return None
+        for device_id in changes.affected:
+            session = self.registry.get(device_id)
+            if session is not None:
+                session.close("the device's configuration changed")
+        restart_needed = sorted(
+            name for name in ("listeners", "state_dir", *SECTIONS) if getattr(self.config, name) != getattr(new, name)
+        )
+        self.config = dataclasses.replace(self.config, devices=new.devices)
+        self.events.emit(
+            "config.reloaded",
+            path=self.config.path,
+            added=list(changes.added),
+            changed=list(changes.changed),
+            removed=list(changes.removed),
+            restart_needed=restart_needed,
+        )
+        return changes
+
+    def installSignalHandlers(self) -> None:
+        """Reload on SIGHUP (the twistd plugin calls this)."""
+        import signal
+
+        def on_hangup(signum, frame):
+            self.reactor.callFromThread(self.reload)
+
+        signal.signal(signal.SIGHUP, on_hangup)
 
     # -- for applications ------------------------------------------------
 
