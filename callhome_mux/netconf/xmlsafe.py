@@ -52,8 +52,9 @@ def parse(data: bytes):
         raise UnsafeXMLError(f"malformed XML: {error}") from None
     except ValueError as error:  # e.g. str with an encoding declaration
         raise UnsafeXMLError(f"unparseable XML: {error}") from None
-    # The prefix check cannot see a DOCTYPE in, say, a UTF-16 document.
-    if root.getroottree().docinfo.doctype:
+    # The prefix check reads ASCII-compatible encodings; when the root
+    # element did not follow the prolog there (UTF-16, say), ask libxml2.
+    if data[prolog_end : prolog_end + 1] != b"<" and root.getroottree().docinfo.doctype:
         raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are not allowed in NETCONF)")
     return root
 
