@@ -44,7 +44,8 @@ class SerialClientTests(unittest.TestCase):
         self.broken = []
         self.transport = StringTransport()
         self.client = SerialHTTPClient(
-            "device.example:4336", self.clock, max_body=1024, timeout=10, max_queued=3, on_broken=self.broken.append
+            "device.example:4336", self.clock, max_body=1024, timeout=10, max_queued=3,
+            on_broken=lambda why, timed_out: self.broken.append((why, timed_out)),
         )
         self.client.makeConnection(self.transport)
 
@@ -103,6 +104,27 @@ class SerialClientTests(unittest.TestCase):
         self.client.dataReceived(reply(200, b"{}"))
         self.assertEqual(self.successResultOf(after).status, 200)
 
+    def test_too_large_fails_at_once_and_endless_reply_breaks_at_timeout(self):
+        big = self.client.request("GET", "/endless")
+        after = self.client.request("GET", "/after", timeout=30)
+        self.sent()
+        self.client.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.client.dataReceived(b"800\r\n" + b"y" * 2048 + b"\r\n")
+        self.failureResultOf(big, ResponseTooLarge)
+        self.assertEqual(self.sent(), b"")  # the connection is still busy with the reply
+        self.clock.advance(10)
+        self.assertEqual(len(self.broken), 1)
+        self.assertIn("still streaming", self.broken[0][0])
+        self.client.connectionLost("aborted")
+        self.failureResultOf(after, SessionLost)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bad_target_refused_before_queueing(self):
+        self.failureResultOf(self.client.request("GET", "/a b"), ValueError)
+        d = self.client.request("GET", "/ok")
+        self.assertTrue(self.sent().startswith(b"GET /ok "))
+        self.assertNoResult(d)
+
     def test_queued_request_times_out_alone(self):
         on_wire = self.client.request("GET", "/slow", timeout=30)
         queued = self.client.request("GET", "/queued", timeout=5)
@@ -119,7 +141,8 @@ class SerialClientTests(unittest.TestCase):
         self.clock.advance(10)
         self.failureResultOf(d, RequestTimeout)
         self.assertEqual(len(self.broken), 1)
-        self.assertIn("GET /slow", self.broken[0])
+        self.assertIn("GET /slow", self.broken[0][0])
+        self.assertTrue(self.broken[0][1])
 
     def test_cancel_queued_request(self):
         self.client.request("GET", "/1")

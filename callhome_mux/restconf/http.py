@@ -87,10 +87,14 @@ class _Exchange:
     target: bytes
     headers: Dict[str, str]
     body: Optional[bytes]
+    request: Request = field(repr=False, default=None)
     deferred: defer.Deferred = field(repr=False, default=None)
     timer: object = field(repr=False, default=None)
     on_wire: bool = False
     done: bool = False
+    #: Failed as too large, its reply still streaming through: the timer
+    #: stays armed so an endless reply cannot hold the connection forever.
+    draining: bool = False
 
     @property
     def label(self) -> str:
@@ -100,8 +104,9 @@ class _Exchange:
 class _BodyCollector(Protocol):
     """Gathers one reply body up to C{limit} bytes; past it, keeps reading and discards."""
 
-    def __init__(self, limit: int, finished: Callable[[bytes, Optional[Failure], bool], None]):
+    def __init__(self, limit: int, too_large: Callable[[], None], finished: Callable[[bytes, Optional[Failure], bool], None]):
         self._limit = limit
+        self._too_large = too_large
         self._finished = finished
         self._chunks: List[bytes] = []
         self._size = 0
@@ -116,6 +121,7 @@ class _BodyCollector(Protocol):
             # connection stays in step for the next request.
             self.too_large = True
             self._chunks = []
+            self._too_large()
             return
         self._chunks.append(data)
 
@@ -139,7 +145,7 @@ class SerialHTTPClient:
         max_body: int,
         timeout: float,
         max_queued: int = 1000,
-        on_broken: Callable[[str], None] = lambda why: None,
+        on_broken: Callable[[str, bool], None] = lambda why, timed_out: None,
     ):
         self._host = host.encode("idna" if not host.isascii() else "ascii")
         self._clock = clock
@@ -175,6 +181,7 @@ class SerialHTTPClient:
         pending = list(self._queue)
         self._queue.clear()
         for exchange in ([current] if current is not None else []) + pending:
+            exchange.draining = False
             self._finish(exchange, Failure(error))
 
     @property
@@ -203,7 +210,11 @@ class SerialHTTPClient:
             return defer.fail(SessionLost(str(self._lost)))
         if len(self._queue) >= self._max_queued:
             return defer.fail(TooManyRequests(f"{len(self._queue)} requests already queued"))
-        exchange = _Exchange(method.encode("ascii"), target.encode("ascii"), dict(headers or {}), body)
+        try:
+            exchange = self._exchange(method, target, headers or {}, body)
+        except (ValueError, TypeError) as error:
+            # Refused before queueing: a bad request must never wedge the queue.
+            return defer.fail(error)
         exchange.deferred = defer.Deferred(lambda d: self._cancelled(exchange))
         exchange.timer = self._clock.callLater(
             self._timeout if timeout is None else timeout, self._timed_out, exchange
@@ -213,6 +224,16 @@ class SerialHTTPClient:
         return exchange.deferred
 
     # -- internals ---------------------------------------------------------
+
+    def _exchange(self, method: str, target: str, headers: Dict[str, str], body: Optional[bytes]) -> _Exchange:
+        exchange = _Exchange(method.encode("ascii"), target.encode("ascii"), dict(headers), body)
+        raw = Headers({b"host": [self._host]})
+        for name, value in exchange.headers.items():
+            raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
+        producer = _BytesProducer(body) if body is not None else None
+        # Request() checks the method and target for characters HTTP forbids.
+        exchange.request = Request(exchange.method, exchange.target, raw, producer, persistent=True)
+        return exchange
 
     def _pump(self) -> None:
         """Send the next queued request if the connection is idle."""
@@ -231,28 +252,29 @@ class SerialHTTPClient:
         self._current = exchange
         exchange.on_wire = True
         self.sent += 1
-        headers = Headers({b"host": [self._host]})
-        for name, value in exchange.headers.items():
-            headers.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
-        producer = _BytesProducer(exchange.body) if exchange.body is not None else None
-        request = Request(exchange.method, exchange.target, headers, producer, persistent=True)
-        self._http.request(request).addCallbacks(
+        self._http.request(exchange.request).addCallbacks(
             self._got_response, self._request_failed, callbackArgs=(exchange,), errbackArgs=(exchange,)
         )
 
     def _got_response(self, response, exchange: _Exchange) -> None:
+        def too_large() -> None:
+            # Fail the caller now; the rest of the reply is read and dropped.
+            error = ResponseTooLarge(f"reply to {exchange.label} is over {self._max_body} bytes; discarded")
+            self._finish(exchange, Failure(error), keep_timer=True)
+            exchange.draining = True
+
         def finished(body: bytes, failure: Optional[Failure], too_large: bool) -> None:
-            self._reply_done(exchange, response, body, failure, too_large)
+            self._reply_done(exchange, response, body, failure)
 
-        response.deliverBody(_BodyCollector(self._max_body, finished))
+        response.deliverBody(_BodyCollector(self._max_body, too_large, finished))
 
-    def _reply_done(self, exchange, response, body, failure, too_large) -> None:
+    def _reply_done(self, exchange, response, body, failure) -> None:
         if self._current is exchange:
             self._current = None
+        exchange.draining = False
+        self._cancel_timer(exchange)
         if failure is not None:
             self._finish(exchange, Failure(self._lost or SessionLost(f"reply to {exchange.label} cut short: {failure.getErrorMessage()}")))
-        elif too_large:
-            self._finish(exchange, Failure(ResponseTooLarge(f"reply to {exchange.label} is over {self._max_body} bytes; discarded")))
         else:
             headers = {
                 name.decode("latin-1").lower(): [value.decode("latin-1") for value in values]
@@ -271,9 +293,11 @@ class SerialHTTPClient:
     def _timed_out(self, exchange: _Exchange) -> None:
         exchange.timer = None
         error = RequestTimeout(f"{exchange.label}: no complete reply within the request timeout")
-        if exchange.on_wire:
+        if exchange.draining:
+            self._on_broken(f"the oversized reply to {exchange.label} was still streaming at the request timeout", True)
+        elif exchange.on_wire:
             self._finish(exchange, Failure(error))
-            self._on_broken(f"{exchange.label} timed out on the wire; HTTP/1.1 cannot skip its reply")
+            self._on_broken(f"{exchange.label} timed out on the wire; HTTP/1.1 cannot skip its reply", True)
         else:
             self._drop_queued(exchange)
             self._finish(exchange, Failure(error))
@@ -283,7 +307,7 @@ class SerialHTTPClient:
         was_on_wire = exchange.on_wire and not exchange.done
         self._mark_done(exchange)
         if was_on_wire:
-            self._on_broken(f"{exchange.label} cancelled on the wire; HTTP/1.1 cannot skip its reply")
+            self._on_broken(f"{exchange.label} cancelled on the wire; HTTP/1.1 cannot skip its reply", False)
         else:
             self._drop_queued(exchange)
 
@@ -293,16 +317,24 @@ class SerialHTTPClient:
         except ValueError:
             pass
 
-    def _mark_done(self, exchange: _Exchange) -> None:
+    def _mark_done(self, exchange: _Exchange, keep_timer: bool = False) -> None:
         exchange.done = True
+        if not keep_timer:
+            self._cancel_timer(exchange)
+
+    @staticmethod
+    def _cancel_timer(exchange: _Exchange) -> None:
         if exchange.timer is not None and exchange.timer.active():
             exchange.timer.cancel()
         exchange.timer = None
 
-    def _finish(self, exchange: _Exchange, result) -> None:
+    def _finish(self, exchange: _Exchange, result, keep_timer: bool = False) -> None:
         if exchange.done:
+            # Already answered (too large, cancelled): only the timer may remain.
+            if not keep_timer and not exchange.draining:
+                self._cancel_timer(exchange)
             return
-        self._mark_done(exchange)
+        self._mark_done(exchange, keep_timer)
         if isinstance(result, Failure):
             exchange.deferred.errback(result)
         else:

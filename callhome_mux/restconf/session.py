@@ -25,7 +25,11 @@ C{whenReady()} with L{DiscoveryFailed}.
 Events (fields C{device_id}, C{connection_id}, C{peer} plus the listed):
   - C{restconf.session.ready}: C{root}, C{yang_library}, C{module_count}, C{content_id}
   - C{restconf.discovery.failed}: C{reason}
-  - C{restconf.request.timeout}: C{request} (only when the timeout costs the connection)
+  - C{restconf.request.timeout}: C{request} (a request, or the draining of an
+    oversized reply, outlived the request timeout on the wire: the
+    connection is closed, since HTTP/1.1 cannot skip a reply)
+  - C{restconf.request.abandoned}: C{request} (a caller cancelled a request
+    on the wire: the connection is closed for the same reason)
   - C{restconf.session.lost}: C{reason}, C{outstanding} (requests failed by the loss)
 
 Every request shares the one connection: HTTP/1.1, persistent, one at a
@@ -202,8 +206,8 @@ class RestconfClientProtocol(Protocol):
 
     # -- internals -----------------------------------------------------------
 
-    def _broken(self, why: str) -> None:
-        self._emit("restconf.request.timeout", request=why)
+    def _broken(self, why: str, timed_out: bool) -> None:
+        self._emit("restconf.request.timeout" if timed_out else "restconf.request.abandoned", request=why)
         if self._close_reason is None:
             self._close_reason = why
         # A hung peer would never let loseConnection finish flushing.
