@@ -187,6 +187,18 @@ class HelloTests(ScriptedMixin, InMemoryMixin, TestCase):
         [event] = self.recorder.named("netconf.session.lost")
         self.assertEqual(event["during"], "hello")
 
+    def test_when_ready_after_session_ended(self):
+        self.start()
+        self.send_hello()
+        self.successResultOf(self.ready)
+        self.client.connectionLost(None)
+        self.failureResultOf(self.client.whenReady(), SessionLostError)
+
+    def test_close_before_connection_is_harmless(self):
+        client = NetconfClientProtocol(clock=task.Clock())
+        client.close("never mind")
+        self.failureResultOf(client.whenReady(), SessionLostError)
+
     def test_rpc_before_ready_refused(self):
         self.start()
         self.failureResultOf(self.client.rpc(b"<get/>"), NetconfProtocolError)

@@ -145,6 +145,8 @@ class NetconfClientProtocol(Protocol):
             return defer.succeed(self.session)
         if self._ready_failure is not None:
             return defer.fail(self._ready_failure)
+        if self._state in ("failing", "lost"):
+            return defer.fail(SessionLostError(f"the NETCONF session ended: {self._end_reason or self._lost_reason}"))
         waiter: defer.Deferred = defer.Deferred()
         self._ready_waiters.append(waiter)
         return waiter
@@ -411,7 +413,8 @@ class NetconfClientProtocol(Protocol):
         self._state = "failing"
         self._cancel_hello_timer()
         self._fail_everything(reason, ready_error)
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _fail_everything(self, reason: str, ready_error=SessionLostError) -> None:
         """Fail the hello waiters and every outstanding RPC at once."""
