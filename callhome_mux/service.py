@@ -157,13 +157,25 @@ class CallHomeService(service.MultiService):
         """The SSH handler, and the TLS handler for both TLS directions."""
         from functools import partial
 
+        from callhome_mux.inventory.hooks import InventoryCertificatePolicy, InventoryHostKeyTrust
         from callhome_mux.restconf.session import restconf_protocol
         from callhome_mux.ssh.handler import SSHHandler
+        from callhome_mux.ssh.trust import DirectoryTrust, KnownHosts
         from callhome_mux.tls.handler import TLSHandler
 
         config = self.config
+        # Known devices are identified through the directory (and known_hosts);
+        # the inventory decides about the unknown (reject or pending) and
+        # throttles devices whose calls keep failing.
+        known_hosts = KnownHosts(config.ssh.known_hosts) if config.ssh.known_hosts else None
         ssh = SSHHandler(
-            self.directory, self.registry, self.events, config.ssh, config.netconf, clock=self.reactor
+            self.directory,
+            self.registry,
+            self.events,
+            config.ssh,
+            config.netconf,
+            clock=self.reactor,
+            trust=InventoryHostKeyTrust(self.inventory, DirectoryTrust(self.directory, known_hosts)),
         )
         tls = TLSHandler(
             self.directory,
@@ -174,6 +186,7 @@ class CallHomeService(service.MultiService):
             self.state_dir,
             clock=self.reactor,
             restconf_factory=partial(restconf_protocol, settings=config.restconf),
+            unknown_device_policy=InventoryCertificatePolicy(self.inventory),
         )
         self.registerHandler(ConnectionKind.SSH, ssh)
         self.registerHandler(ConnectionKind.TLS_SILENT, tls)
