@@ -466,6 +466,19 @@ class RestconfDevice:
 
         return _Factory()
 
+    def over_tls(self, certificate_pem: bytes, key_pem: bytes, trust_anchors=(), **options):
+        """
+        A L{TLSCallHomeDevice} running this RESTCONF server inside TLS.
+
+        Call home with C{.callHome(reactor, host, port, direction)}; the
+        direction is C{"silent"} (RFC 8071 §4: the device is the TLS server)
+        or C{"client-hello"}.  ALPN offers C{http/1.1} unless C{alpn} is given.
+        """
+        from callhome_mux.testing.tls_device import TLSCallHomeDevice
+
+        options.setdefault("alpn", ["http/1.1"])
+        return TLSCallHomeDevice(certificate_pem, key_pem, trust_anchors, protocol_factory=self.factory(), **options)
+
     def call_home(self, reactor, host: str, port: int):
         """Dial the manager over plain TCP (RFC 8071 shape, without TLS); fires with the HTTP protocol."""
         return TCP4ClientEndpoint(reactor, host, port).connect(self.factory())

@@ -1,0 +1,90 @@
+"""
+The RESTCONF client behind the real TLS call-home handler, both TLS directions.
+
+One end-to-end check of the contract between the TLS layer and ours: the
+handler builds our protocol with C{restconf_protocol(device_id, events,
+details=..., clock=...)}, installs it on the TLS connection and registers
+the session once discovery is done.  The device is the simulator inside
+L{TLSCallHomeDevice}; the demultiplexer is its test stand-in.
+"""
+
+import os
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.connection import ConnectionKind
+from callhome_mux.events import EventBus
+from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
+from callhome_mux.netconf.settings import NetconfSettings
+from callhome_mux.restconf.session import RestconfSession, restconf_protocol
+from callhome_mux.sessions import SessionRegistry
+from callhome_mux.testing.certs import test_pki
+from callhome_mux.testing.restconf_device import RestconfDevice
+from callhome_mux.testing.tls_device import HandoffListener
+from callhome_mux.tls.handler import TLSHandler
+from callhome_mux.tls.settings import TLSSettings
+
+
+class RestconfOverTLSTests(TestCase):
+    @defer.inlineCallbacks
+    def call_home(self, kind: ConnectionKind, direction: str):
+        pki = test_pki()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = pki.write(directory)
+        events = EventBus()
+        self.seen = []
+        events.addObserver(self.seen.append)
+        registry = SessionRegistry(events)
+        handler = TLSHandler(
+            DeviceDirectory([Device("device1.example.net")]),
+            registry,
+            events,
+            TLSSettings(
+                certificate_file=paths["manager.crt"],
+                private_key_file=paths["manager.key"],
+                trust_anchor_files=(paths["ca.crt"],),
+                crl_files=(paths["crl.pem"],),
+                cert_to_name=(CertToNameRule(pki.ca.fingerprint, "san-dns-name"),),
+            ),
+            NetconfSettings(),
+            directory,
+            restconf_factory=restconf_protocol,
+        )
+        listener = HandoffListener(handler, kind)
+        port = reactor.listenTCP(0, listener, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(listener.disconnect)
+        self.device = RestconfDevice()
+        tls_device = self.device.over_tls(pki.device.chain_pem, pki.device.key_pem, [pki.ca.certificate])
+        self.addCleanup(tls_device.disconnect)
+        yield tls_device.callHome(reactor, "127.0.0.1", port.getHost().port, direction)
+        session = yield registry.whenConnected("device1.example.net")
+        return session
+
+    @defer.inlineCallbacks
+    def assertWorks(self, kind, direction):
+        session = yield self.call_home(kind, direction)
+        self.assertIsInstance(session, RestconfSession)
+        self.assertEqual(session.details["transport"], "restconf")
+        self.assertEqual(session.details["module_count"], 5)
+        self.assertEqual(session.details["alpn"], "http/1.1")
+        reply = yield session.get("example-system:system", fields="hostname")
+        self.assertEqual(reply.data, {"example-system:system": {"hostname": "device-1"}})
+        yield session.patch("example-system:system", {"example-system:system": {"hostname": "tls-1"}})
+        self.assertEqual(self.device.data["example-system:system"]["hostname"], "tls-1")
+        self.assertEqual(self.device.connection_count, 1)
+        lost = session.whenLost()
+        session.close("test over")
+        yield lost
+        names = [e["event"] for e in self.seen]
+        self.assertIn("restconf.session.ready", names)
+        self.assertIn("session.up", names)
+
+    def test_silent_device(self):
+        """RFC 8071 §4: the device is the TLS server; RESTCONF runs over our TLS client side."""
+        return self.assertWorks(ConnectionKind.TLS_SILENT, "silent")
+
+    def test_client_hello_device(self):
+        return self.assertWorks(ConnectionKind.TLS_CLIENT_HELLO, "client-hello")
