@@ -70,7 +70,7 @@ class StateTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual((inventory.state("r1").state, inventory.state("r1").reason), (states.FAILED, states.AUTHENTICATION_FAILED))
         self.bus.emit("session.replaced", device_id="r1", old_peer="a", new_peer="b")
 
-        yield inventory.store._drained()
+        yield inventory.flush()
         history = yield inventory.history("r1")
         self.assertEqual(
             [h["event"] for h in history],
@@ -80,11 +80,22 @@ class StateTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(inventory.state("r1").reason, states.AUTHENTICATION_FAILED)
 
     @defer.inlineCallbacks
+    def test_loss_of_a_replaced_session_keeps_the_device_connected(self):
+        inventory = yield self.open_inventory([R1])
+        self.bus.emit("session.up", device_id="r1", transport="ssh", peer="192.0.2.1:5000")
+        self.bus.emit("session.replaced", device_id="r1", old_peer="192.0.2.1:5000", new_peer="192.0.2.1:5001")
+        self.bus.emit("session.up", device_id="r1", transport="ssh", peer="192.0.2.1:5001")
+        self.bus.emit("session.lost", device_id="r1", transport="ssh", peer="192.0.2.1:5000", reason="replaced")
+        self.assertEqual(inventory.state("r1").state, states.CONNECTED)
+        self.bus.emit("session.lost", device_id="r1", transport="ssh", peer="192.0.2.1:5001", reason="gone")
+        self.assertEqual(inventory.state("r1").state, states.DISCONNECTED)
+
+    @defer.inlineCallbacks
     def test_unknown_device_ids_write_nothing(self):
         inventory = yield self.open_inventory([R1])
         for n in range(50):
             self.bus.emit("session.lost", device_id=f"ghost{n}", reason="x")
-        yield inventory.store._drained()
+        yield inventory.flush()
         self.assertEqual((yield inventory.store.count_history()), 0)
         self.assertNotIn("ghost0", inventory.states())
 
@@ -105,7 +116,7 @@ class StateTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(current.state, states.CONNECTED)
         self.assertEqual(current.details["algorithms"]["kex"], "curve25519-sha256")
         self.assertEqual(current.details["capabilities"], ["urn:ietf:params:netconf:base:1.1"])
-        yield inventory.store._drained()
+        yield inventory.flush()
         inventory = yield self.reopen(inventory, [R1])
         self.assertEqual(inventory.state("r1").details["algorithms"]["cipher"], "aes256-ctr")
 
@@ -195,7 +206,7 @@ class ThrottlingTests(InventoryTestMixin, unittest.TestCase):
         self.assertIsNone(inventory.is_throttled(ssh_identity("x")))
         self.assertIsNotNone(inventory.is_throttled(address="203.0.113.1"))
         self.assertEqual(inventory.state("r1").state, states.CONNECTED)
-        yield inventory.store._drained()
+        yield inventory.flush()
         history = yield inventory.history("r1")
         self.assertEqual(history[0]["event"], "ssh.preamble.rejected")
 

@@ -108,6 +108,29 @@ class PersistenceTests(InventoryTestMixin, unittest.TestCase):
         yield self.assertFailure(store.delete_device("x"), RuntimeError)
 
 
+class WriteQueueTests(InventoryTestMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_a_failing_write_fails_alone(self):
+        inventory = yield self.open_inventory()
+        store = inventory.store
+        first = store.save_device(Device("a"), 1.0)
+        bad = store._submit(lambda cursor: cursor.execute("INSERT INTO no_such_table VALUES (1)"))
+        last = store.save_device(Device("b"), 1.0)
+        yield first
+        yield self.assertFailure(bad, sqlite3.OperationalError)
+        yield last
+        snapshot = yield store.load()
+        self.assertEqual([d.id for d in snapshot.devices], ["a", "b"])
+
+    @defer.inlineCallbacks
+    def test_reads_see_queued_writes(self):
+        inventory = yield self.open_inventory()
+        yield inventory.add_device(Device("r1"))
+        inventory.record_event("r1", "x")  # not waited for
+        history = yield inventory.history("r1")
+        self.assertEqual([h["event"] for h in history], ["x"])
+
+
 class MigrationTests(InventoryTestMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def test_v1_file_is_migrated(self):
@@ -197,5 +220,5 @@ class RetentionTests(InventoryTestMixin, unittest.TestCase):
         yield inventory.add_device(Device("r1"))
         yield inventory.record_event("r1", "old")
         self.clock.advance(86400 + 600)  # the LoopingCall fires: a prune is queued
-        yield inventory.store._drained()
+        yield inventory.flush()
         self.assertEqual((yield inventory.store.count_history()), 0)

@@ -154,7 +154,7 @@ class DenialTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(len(self.names("inventory.attempt.refused")), 9)
         self.clock.advance(10)
         self.assertEqual(len(writes), 1)
-        yield inventory.store._drained()
+        yield inventory.flush()
         inventory = yield self.reopen(inventory, unknown_device_policy="pending")
         [entry] = inventory.pending()
         self.assertEqual((entry.status, entry.count), ("denied", 1001))
@@ -187,7 +187,7 @@ class SecretTests(InventoryTestMixin, unittest.TestCase):
         yield decision.recorded
         yield inventory.approve(decision.pending_id, "n", Credentials("u", secrets[3]))
         self.bus.emit("session.up", device_id="r1", transport="ssh", peer="192.0.2.1:1")
-        yield inventory.store._drained()
+        yield inventory.flush()
         shown = repr(self.events) + repr(inventory.devices()) + repr(inventory.states()) + repr(inventory.pending())
         shown += repr((yield inventory.history("r1"))) + repr([d.credentials.describe() for d in inventory.devices()])
         for secret in secrets:

@@ -484,7 +484,14 @@ class Inventory:
         self._pending[pending_id] = denied
         self._dirty_counts.discard(pending_id)  # the full row is written now
         self.events.emit("inventory.device.denied", **denied.fields())
-        return self.store.save_pending(denied).addCallback(lambda _: denied)
+
+        def failed(reason):
+            current = self._pending.get(pending_id)
+            if current is not None and current.status == DENIED:
+                self._pending[pending_id] = dataclasses.replace(current, status=entry.status)
+            return reason
+
+        return self.store.save_pending(denied).addCallbacks(lambda _: denied, failed)
 
     def forget(self, pending_id: int) -> defer.Deferred:
         """Drop a pending or denied entry (a denied identity may then ask again)."""
@@ -616,6 +623,11 @@ class Inventory:
         """Newest first."""
         return self.store.history(device_id, limit)
 
+    def flush(self) -> defer.Deferred:
+        """Write buffered attempt counters; fires when everything queued so far is committed."""
+        self._flush_counts()
+        return self.store.flush()
+
     def prune(self) -> defer.Deferred:
         """Age retention now; fires with the number of events removed."""
         return self.store.prune_history(self.clock.seconds() - self.settings.history_max_age)
@@ -675,6 +687,12 @@ class Inventory:
             state, reason = mapped
             if state == states.DISCONNECTED:
                 reason = event.get("reason")
+                current = self.state(device_id)
+                if current.state == states.CONNECTED and peer and current.last_address and peer != current.last_address:
+                    # The end of a session that a newer one (from another
+                    # address/port) replaced: the device is still connected.
+                    state = None
+        if mapped is not None and proven and state is not None:
             writes.append(self.set_state(device_id, state, reason, address=peer, transport=event.get("transport")))
         for d in writes:
             d.addErrback(self._store_failed, f"recording {name}")

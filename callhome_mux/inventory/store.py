@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from callhome_mux.inventory.codec import device_from_json, device_to_json
 from callhome_mux.inventory.identity import PendingDevice
@@ -94,9 +95,11 @@ class InventoryStore:
         return d
 
     # -- reads ------------------------------------------------------------
+    # Reads go through the write queue too: they see every write queued
+    # before them (read-your-writes), at no cost on one connection.
 
     def load(self) -> defer.Deferred:
-        return self._pool.runInteraction(_load)
+        return self._submit(_load)
 
     def history(self, device_id: str, limit: int = 100) -> defer.Deferred:
         """Newest first: a list of dicts C{time}, C{event} and the event's fields."""
@@ -107,10 +110,14 @@ class InventoryStore:
             )
             return [dict(json.loads(data), time=time, event=event) for time, event, data in cursor.fetchall()]
 
-        return self._pool.runInteraction(read)
+        return self._submit(read)
 
     def count_history(self) -> defer.Deferred:
-        return self._pool.runInteraction(lambda c: c.execute("SELECT count(*) FROM history").fetchone()[0])
+        return self._submit(lambda c: c.execute("SELECT count(*) FROM history").fetchone()[0])
+
+    def flush(self) -> defer.Deferred:
+        """Fires when everything queued so far is committed."""
+        return self._drained()
 
     # -- writes -----------------------------------------------------------
 
@@ -220,15 +227,28 @@ class InventoryStore:
         self._busy = True
 
         def run(cursor):
+            # One transaction for the batch (one fsync), a savepoint per
+            # operation: one bad operation fails alone, the rest commit.
+            if not cursor.connection.in_transaction:
+                cursor.execute("BEGIN")
             results = []
             for operation, _ in batch:
-                results.append(operation(cursor))
+                cursor.execute("SAVEPOINT operation")
+                try:
+                    results.append((True, operation(cursor)))
+                except Exception:
+                    cursor.execute("ROLLBACK TO operation")
+                    results.append((False, Failure()))
+                cursor.execute("RELEASE operation")
             return results
 
         def done(results):
             self._busy = False
-            for (_, d), result in zip(batch, results):
-                d.callback(result)
+            for (_, d), (ok, result) in zip(batch, results):
+                if ok:
+                    d.callback(result)
+                else:
+                    d.errback(result)
             self._flush()
 
         def failed(reason):
