@@ -8,7 +8,8 @@ the session once discovery is done.  The device is the simulator inside
 L{TLSCallHomeDevice}; the demultiplexer is its test stand-in.
 """
 
-import os
+import shutil
+import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
@@ -30,8 +31,9 @@ class RestconfOverTLSTests(TestCase):
     @defer.inlineCallbacks
     def call_home(self, kind: ConnectionKind, direction: str):
         pki = test_pki()
-        directory = self.mktemp()
-        os.makedirs(directory)
+        # Not self.mktemp(): under pytest that lands in the working tree.
+        directory = tempfile.mkdtemp(prefix="callhome-restconf-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
         paths = pki.write(directory)
         events = EventBus()
         self.seen = []
