@@ -5,7 +5,7 @@ from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
 from callhome_mux.netconf.errors import CapabilityError, RPCError
-from callhome_mux.netconf.namespaces import BASE_1_1, BASE_NS, CONFIRMED_COMMIT_1_1, WITH_DEFAULTS_NS, qn
+from callhome_mux.netconf.namespaces import BASE_NS, CONFIRMED_COMMIT_1_1, WITH_DEFAULTS_NS, qn
 from callhome_mux.netconf.operations import SubtreeFilter, XPathFilter, build_filter
 from callhome_mux.netconf.session import NetconfClientProtocol
 from callhome_mux.testing.netconf_device import Datastore, NetconfServerProtocol, connect_in_memory
