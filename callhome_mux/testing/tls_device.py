@@ -23,7 +23,7 @@ bytes already read, then everything else).
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -70,6 +70,8 @@ class TLSCallHomeDevice:
         self.max_version = max_version
         #: The protocols run inside TLS, one per call home, in order.
         self.protocols: List[protocol.Protocol] = []
+        #: Open connections (TLS wrappers or stalled raw ones) -> Deferred fired when lost.
+        self._open: Dict[protocol.Protocol, defer.Deferred] = {}
 
     # -- calling home ----------------------------------------------------
 
@@ -79,10 +81,36 @@ class TLSCallHomeDevice:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
         endpoint = TCP4ClientEndpoint(reactor, host, port)
         if direction == "client-hello-stall":
-            return endpoint.connect(protocol.Factory.forProtocol(lambda: _StalledClientHello(self.client_hello())))
+            hello = self.client_hello()
+            return endpoint.connect(protocol.Factory.forProtocol(lambda: _StalledClientHello(self, hello)))
         is_client = direction == "client-hello"
         creator = ConnectionCreator(self.context(is_client))
-        return endpoint.connect(TLSMemoryBIOFactory(creator, is_client, _Inner(self)))
+        return endpoint.connect(_TrackingTLSFactory(self, creator, is_client, _Inner(self)))
+
+    def whenLost(self, connection) -> defer.Deferred:
+        """Fires when C{connection} (what L{callHome} gave) has closed."""
+        lost = self._open.get(connection)
+        if lost is None:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        lost.addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter
+
+    def disconnect(self) -> defer.Deferred:
+        """Abort every open connection; fires once all are closed (test clean-up)."""
+        waiting = []
+        for connection in list(self._open):
+            waiting.append(self.whenLost(connection))
+            connection.transport.abortConnection()
+        return defer.gatherResults(waiting)
+
+    def _opened(self, connection) -> None:
+        self._open[connection] = defer.Deferred()
+
+    def _closed(self, connection) -> None:
+        lost = self._open.pop(connection, None)
+        if lost is not None:
+            lost.callback(None)
 
     def client_hello(self) -> bytes:
         """The bytes of a ClientHello this device would send."""
@@ -106,7 +134,7 @@ class TLSCallHomeDevice:
             key = serialization.load_pem_private_key(self.key_pem, None)
             context.use_certificate(certificates[0])
             for extra in certificates[1:]:
-                context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+                context.add_extra_chain_cert(extra)
             context.use_privatekey(key)
         store = context.get_cert_store()
         for anchor in self.trust_anchors:
@@ -140,6 +168,20 @@ class TLSCallHomeDevice:
         return built
 
 
+class _TrackingTLSFactory(TLSMemoryBIOFactory):
+    def __init__(self, device: TLSCallHomeDevice, *args):
+        super().__init__(*args)
+        self.device = device
+
+    def registerProtocol(self, p):
+        super().registerProtocol(p)
+        self.device._opened(p)
+
+    def unregisterProtocol(self, p):
+        super().unregisterProtocol(p)
+        self.device._closed(p)
+
+
 class _Inner(protocol.Factory):
     def __init__(self, device: TLSCallHomeDevice):
         self.device = device
@@ -151,19 +193,20 @@ class _Inner(protocol.Factory):
 class _StalledClientHello(protocol.Protocol):
     """Sends a ClientHello, then ignores everything: a device stuck mid-handshake."""
 
-    def __init__(self, hello: bytes):
+    def __init__(self, device: TLSCallHomeDevice, hello: bytes):
+        self.device = device
         self.hello = hello
         self.received = b""
-        self.lost = defer.Deferred()
 
     def connectionMade(self):
+        self.device._opened(self)
         self.transport.write(self.hello)
 
     def dataReceived(self, data):
         self.received += data
 
     def connectionLost(self, reason=None):
-        self.lost.callback(None)
+        self.device._closed(self)
 
 
 # -- the manager side's stand-in demultiplexer -------------------------------
@@ -184,6 +227,17 @@ class HandoffListener(protocol.Factory):
         self.kind = kind
         self.details = dict(details or {})
         self.handoffs: List["_Handoff"] = []
+
+    def disconnect(self) -> defer.Deferred:
+        """Abort every connection handed off; fires once all are closed (test clean-up)."""
+        waiting = []
+        for handoff in self.handoffs:
+            if not handoff.lost.called:
+                lost = defer.Deferred()
+                handoff.lost.addBoth(lambda result, d=lost: (d.callback(None), result)[1])
+                waiting.append(lost)
+                handoff.transport.abortConnection()
+        return defer.gatherResults(waiting)
 
     def buildProtocol(self, addr):
         handoff = _Handoff(self)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
@@ -58,13 +58,12 @@ def client_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
     return context
 
 
-def server_context(settings: TLSSettings, identity: Identity, trust: TrustStore) -> SSL.Context:
+def server_context(settings: TLSSettings, identity: Identity, trust: TrustStore = None) -> SSL.Context:
     """For the ClientHello direction: the device is the TLS client and must show a certificate."""
     context = base_context(settings, identity.certificate_file, identity.private_key_file)
-    # Name our anchors in the CertificateRequest so a device holding
-    # several certificates picks one we can verify.
-    if trust.anchors:
-        context.set_client_ca_list([crypto.X509.from_cryptography(anchor).get_subject() for anchor in trust.anchors])
+    # No CA list in the CertificateRequest: pyOpenSSL's API for it is
+    # deprecated, and a pinned self-signed device certificate must still be
+    # offered.  Devices send their one certificate anyway.
     if settings.alpn_protocols:
         context.set_alpn_select_callback(_alpn_selector(settings.alpn_protocols))
     return context

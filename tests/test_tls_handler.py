@@ -1,0 +1,418 @@
+"""
+The TLS call-home handler end to end over real loopback connections.
+
+A L{TLSCallHomeDevice} dials a L{HandoffListener} (the demultiplexer's
+stand-in) on 127.0.0.1; nothing sleeps: every step waits on an event or a
+Deferred, and timers that matter run on a L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Dict, List
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.connection import ConnectionKind
+from callhome_mux.events import EventBus
+from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
+from callhome_mux.netconf.settings import NetconfSettings
+from callhome_mux.sessions import SessionRegistry
+from callhome_mux.testing.certs import test_pki
+from callhome_mux.testing.tls_device import HandoffListener, TLSCallHomeDevice
+from callhome_mux.tls.handler import TLSHandler
+from callhome_mux.tls.settings import TLSSettings
+
+SILENT = ConnectionKind.TLS_SILENT
+CLIENT_HELLO = ConnectionKind.TLS_CLIENT_HELLO
+DIRECTION = {SILENT: "silent", CLIENT_HELLO: "client-hello"}
+
+
+class EventLog:
+    """Collects events; C{when(name, **fields)} waits for one (already seen or still to come)."""
+
+    def __init__(self):
+        self.records: List[Dict[str, Any]] = []
+        self._waiting: List[tuple] = []
+
+    def __call__(self, record):
+        self.records.append(record)
+        for entry in list(self._waiting):
+            name, fields, waiter = entry
+            if _matches(record, name, fields):
+                self._waiting.remove(entry)
+                # Fired on the next reactor turn, not inside the emitter:
+                # the code that emitted finishes its step first, as it
+                # would for any real observer.
+                reactor.callLater(0, waiter.callback, record)
+
+    def when(self, name: str, **fields) -> defer.Deferred:
+        for record in self.records:
+            if _matches(record, name, fields):
+                return defer.succeed(record)
+        waiter = defer.Deferred()
+        self._waiting.append((name, fields, waiter))
+        return waiter
+
+    def named(self, name: str) -> List[Dict[str, Any]]:
+        return [record for record in self.records if record["event"] == name]
+
+
+def _matches(record, name, fields) -> bool:
+    return record["event"] == name and all(record.get(key) == value for key, value in fields.items())
+
+
+class StandInRestconf(protocol.Protocol):
+    """A RESTCONF client stand-in: its own session, ready at once; records what the device sent."""
+
+    def __init__(self, device_id, events, details=None, clock=None):
+        self.device_id = device_id
+        self.details = dict(details or {}, transport="restconf")
+        self.received = b""
+        self._lost = defer.Deferred()
+
+    def whenReady(self):
+        return defer.succeed(self)
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason=None):
+        if not self._lost.called:
+            self._lost.callback("lost")
+
+    def close(self, reason="closed"):
+        self.transport.loseConnection()
+
+    def whenLost(self):
+        waiter = defer.Deferred()
+        self._lost.addBoth(lambda result: (waiter.callback(result), result)[1])
+        return waiter
+
+
+class SilentServer(protocol.Protocol):
+    """Inside TLS on the device: says nothing first, as an HTTP server would."""
+
+    received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+
+
+class Manager:
+    """The manager side of one test: handler, stand-in listener on 127.0.0.1, events, registry."""
+
+    def __init__(self, case: TestCase, kind: ConnectionKind, devices=(), clock=None, listener_details=None, **settings):
+        pki = test_pki()
+        directory = case.mktemp()
+        os.makedirs(directory)
+        self.paths = pki.write(directory)
+        options = dict(
+            certificate_file=self.paths["manager.crt"],
+            private_key_file=self.paths["manager.key"],
+            trust_anchor_files=(self.paths["ca.crt"],),
+            crl_files=(self.paths["crl.pem"],),
+            cert_to_name=(
+                CertToNameRule(pki.ca.fingerprint, "san-dns-name"),
+                CertToNameRule(pki.ca.fingerprint, "serial-number", priority=5),
+            ),
+        )
+        options.update(settings)
+        self.log = EventLog()
+        self.events = EventBus()
+        self.events.addObserver(self.log)
+        self.registry = SessionRegistry(self.events)
+        self.restconf = []
+        self.handler = TLSHandler(
+            DeviceDirectory(list(devices) or [Device("device1.example.net")]),
+            self.registry,
+            self.events,
+            TLSSettings(**options),
+            NetconfSettings(),
+            directory,
+            clock=clock,
+            restconf_factory=self._restconf,
+        )
+        self.listener = HandoffListener(self.handler, kind, listener_details)
+        self.port = reactor.listenTCP(0, self.listener, interface="127.0.0.1")
+        case.addCleanup(self.port.stopListening)
+        case.addCleanup(self.listener.disconnect)
+
+    def _restconf(self, device_id, events, details=None, clock=None):
+        built = StandInRestconf(device_id, events, details, clock)
+        self.restconf.append(built)
+        return built
+
+    def call_home(self, case, device: TLSCallHomeDevice, direction: str) -> defer.Deferred:
+        case.addCleanup(device.disconnect)
+        return device.callHome(reactor, "127.0.0.1", self.port.getHost().port, direction)
+
+
+def device_with(issued, **options) -> TLSCallHomeDevice:
+    options.setdefault("trust_anchors", [test_pki().ca.certificate])
+    return TLSCallHomeDevice(issued.chain_pem, issued.key_pem, **options)
+
+
+class NetconfEndToEndTests(TestCase):
+    @defer.inlineCallbacks
+    def assertNetconfSession(self, kind, issued=None, device_id="device1.example.net", devices=()):
+        manager = Manager(self, kind, devices)
+        device = device_with(issued or test_pki().device)
+        yield manager.call_home(self, device, DIRECTION[kind])
+        session = yield manager.registry.whenConnected(device_id)
+        self.assertEqual(session.details["transport"], "netconf-tls")
+        self.assertEqual(session.details["tls_direction"], DIRECTION[kind])
+        self.assertEqual(session.details["certificate_fingerprint"], (issued or test_pki().device).fingerprint)
+        self.assertIn(session.details["tls_version"], ("TLSv1.2", "TLSv1.3"))
+        reply = yield session.rpc("<get-config><source><running/></source></get-config>")
+        self.assertTrue(reply.tag.endswith("rpc-reply"))
+        decided = manager.log.named("tls.protocol.decided")[0]
+        self.assertEqual((decided["protocol"], decided["decided_by"]), ("netconf", "spoke-first"))
+        return (manager, session)
+
+    def test_silent_device(self):
+        """RFC 8071 §4: the device waits as TLS server; we send the ClientHello."""
+        return self.assertNetconfSession(SILENT)
+
+    def test_client_hello_device(self):
+        """The device sends a ClientHello; we are the TLS server."""
+        return self.assertNetconfSession(CLIENT_HELLO)
+
+    def test_chain_through_intermediate(self):
+        """The device sends its sub-CA; the chain is built to the configured root."""
+        pki = test_pki()
+        return self.assertNetconfSession(
+            CLIENT_HELLO, pki.device_via_intermediate, "device2.example.net", [Device("device2.example.net")]
+        )
+
+    def test_idevid_serial_number(self):
+        """RFC 8071 C6: the IDevID subject serialNumber names the device."""
+        serial = "PID:ER-1 SN:FOC12345678"
+        return self.assertNetconfSession(SILENT, test_pki().idevid, serial, [Device(serial)])
+
+    def test_pinned_self_signed(self):
+        pki = test_pki()
+        device = Device("pinned-router", tls_fingerprints=(pki.self_signed.fingerprint,))
+        return self.assertNetconfSession(CLIENT_HELLO, pki.self_signed, "pinned-router", [device])
+
+    @defer.inlineCallbacks
+    def test_tls_1_2_device(self):
+        manager = Manager(self, SILENT)
+        yield manager.call_home(self, device_with(test_pki().device, max_version="1.2"), "silent")
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["tls_version"], "TLSv1.2")
+
+    @defer.inlineCallbacks
+    def test_tcp_keepalive_on_socket(self):
+        manager = Manager(self, SILENT, keepalive_idle=42, keepalive_interval=7, keepalive_count=3)
+        yield manager.call_home(self, device_with(test_pki().device), "silent")
+        yield manager.registry.whenConnected("device1.example.net")
+        started = manager.log.named("tls.handshake.started")[0]
+        self.assertTrue(started["tcp_keepalive"])
+        sock = manager.listener.handoffs[0].transport.getHandle()
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 42)
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), 7)
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT), 3)
+
+    @defer.inlineCallbacks
+    def test_unknown_device_policy(self):
+        """The unknown-device decision is pluggable (the inventory's pending policy plugs in here)."""
+        manager = Manager(self, CLIENT_HELLO, [Device("somebody")])
+        candidates = []
+
+        def admit(candidate):
+            candidates.append(candidate)
+            return Device(candidate.mapped_id, labels={"admitted": "by-policy"})
+
+        manager.handler.unknown_device_policy = admit
+        yield manager.call_home(self, device_with(test_pki().device), "client-hello")
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["matched_by"], "policy")
+        self.assertEqual(candidates[0].fingerprint, test_pki().device.fingerprint)
+
+
+class RefusalTests(TestCase):
+    """Each refusal over the wire: a tls.certificate.refused event with reason, fingerprint, subject; the connection ends."""
+
+    @defer.inlineCallbacks
+    def assertRefused(self, kind, issued, reason, devices=(), **device_options):
+        manager = Manager(self, kind, devices)
+        device = device_with(issued, **device_options)
+        connection = yield manager.call_home(self, device, DIRECTION[kind])
+        refused = yield manager.log.when("tls.certificate.refused")
+        self.assertEqual(refused["reason"], reason, refused["detail"])
+        if device_options.get("present_certificate", True):
+            self.assertEqual(refused["fingerprint"], issued.fingerprint)
+            self.assertEqual(refused["subject"], issued.certificate.subject.rfc4514_string())
+        self.assertEqual(refused["direction"], DIRECTION[kind])
+        yield device.whenLost(connection)
+        self.assertEqual(manager.registry.sessions(), [])
+        self.assertEqual(manager.log.named("tls.protocol.decided"), [])
+
+    def test_expired(self):
+        return self.assertRefused(SILENT, test_pki().expired, "expired")
+
+    def test_not_yet_valid(self):
+        return self.assertRefused(CLIENT_HELLO, test_pki().not_yet_valid, "not-yet-valid")
+
+    def test_wrong_ca(self):
+        return self.assertRefused(SILENT, test_pki().wrong_ca, "untrusted-chain")
+
+    def test_self_signed(self):
+        return self.assertRefused(CLIENT_HELLO, test_pki().self_signed, "untrusted-chain")
+
+    def test_revoked(self):
+        """RFC 8071 C5: a certificate on a configured CRL closes the connection."""
+        return self.assertRefused(SILENT, test_pki().revoked, "revoked", [Device("device-revoked.example.net")])
+
+    def test_unknown_device(self):
+        return self.assertRefused(CLIENT_HELLO, test_pki().wrong_name, "unknown-device")
+
+    def test_identity_mismatch(self):
+        device = Device("device1.example.net", tls_expected_identity="dns:router.example.net")
+        return self.assertRefused(SILENT, test_pki().device, "identity-mismatch", [device])
+
+    def test_no_client_certificate(self):
+        return self.assertRefused(CLIENT_HELLO, test_pki().device, "no-client-certificate", present_certificate=False)
+
+    def test_not_for_tls(self):
+        return self.assertRefused(CLIENT_HELLO, test_pki().email_only, "key-usage")
+
+
+class HandshakeTests(TestCase):
+    @defer.inlineCallbacks
+    def test_client_hello_then_stall(self):
+        """A device that sends a ClientHello and nothing more is dropped after handshake-timeout."""
+        clock = task.Clock()
+        manager = Manager(self, CLIENT_HELLO, clock=clock, handshake_timeout=10)
+        device = device_with(test_pki().device)
+        connection = yield manager.call_home(self, device, "client-hello-stall")
+        yield manager.log.when("tls.handshake.started")
+        clock.advance(9.9)
+        self.assertEqual(manager.log.named("tls.handshake.timeout"), [])
+        clock.advance(0.1)
+        timeout = yield manager.log.when("tls.handshake.timeout")
+        self.assertEqual(timeout["direction"], "client-hello")
+        yield device.whenLost(connection)
+
+    @defer.inlineCallbacks
+    def test_silent_device_never_answers(self):
+        """A 'silent' device that never answers our ClientHello is dropped too."""
+        clock = task.Clock()
+        manager = Manager(self, SILENT, clock=clock, handshake_timeout=5)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", manager.port.getHost().port)
+        mute = yield endpoint.connect(protocol.Factory.forProtocol(SilentServer))
+        self.addCleanup(mute.transport.abortConnection)
+        yield manager.log.when("tls.handshake.started")
+        clock.advance(5)
+        yield manager.log.when("tls.handshake.timeout", direction="silent")
+
+    @defer.inlineCallbacks
+    def test_device_refuses_our_certificate(self):
+        """The device does not trust us: the handshake fails and says so."""
+        manager = Manager(self, CLIENT_HELLO)
+        device = device_with(test_pki().device, trust_anchors=[test_pki().other_ca.certificate])
+        connection = yield manager.call_home(self, device, "client-hello")
+        failed = yield manager.log.when("tls.handshake.failed")
+        self.assertTrue(failed["reason"])
+        yield device.whenLost(connection)
+        self.assertEqual(manager.log.named("tls.certificate.accepted"), [])
+
+    @defer.inlineCallbacks
+    def test_version_floor(self):
+        manager = Manager(self, CLIENT_HELLO, min_version="1.3")
+        device = device_with(test_pki().device, max_version="1.2")
+        connection = yield manager.call_home(self, device, "client-hello")
+        yield manager.log.when("tls.handshake.failed")
+        yield device.whenLost(connection)
+
+
+class DecisionTests(TestCase):
+    """NETCONF or RESTCONF: by pin, by ALPN, by who speaks first."""
+
+    @defer.inlineCallbacks
+    def decide(self, kind, device_options=None, devices=(), listener_details=None, clock=None):
+        manager = Manager(self, kind, devices, clock=clock, listener_details=listener_details)
+        device = device_with(test_pki().device, **(device_options or {}))
+        yield manager.call_home(self, device, DIRECTION[kind])
+        return (manager, device)
+
+    @defer.inlineCallbacks
+    def test_listener_pin_restconf(self):
+        manager, device = yield self.decide(SILENT, listener_details={"protocol": "restconf"})
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertIs(session, manager.restconf[0])
+        decided = manager.log.named("tls.protocol.decided")[0]
+        self.assertEqual((decided["protocol"], decided["decided_by"]), ("restconf", "pin"))
+        self.assertEqual(session.details["transport"], "restconf")
+        self.assertEqual(session.details["certificate_fingerprint"], test_pki().device.fingerprint)
+
+    @defer.inlineCallbacks
+    def test_device_pin_netconf(self):
+        devices = [Device("device1.example.net", protocol="netconf-tls")]
+        manager, device = yield self.decide(CLIENT_HELLO, devices=devices)
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["transport"], "netconf-tls")
+        self.assertEqual(manager.log.named("tls.protocol.decided")[0]["decided_by"], "pin")
+
+    @defer.inlineCallbacks
+    def test_ssh_pin_refused(self):
+        devices = [Device("device1.example.net", protocol="netconf-ssh")]
+        manager, device = yield self.decide(SILENT, devices=devices)
+        refused = yield manager.log.when("tls.protocol.refused")
+        self.assertIn("netconf-ssh", refused["reason"])
+        yield device.disconnect()
+
+    @defer.inlineCallbacks
+    def test_alpn_http(self):
+        options = {"alpn": ["http/1.1"], "protocol_factory": SilentServer}
+        manager, device = yield self.decide(SILENT, options)
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["alpn"], "http/1.1")
+        decided = manager.log.named("tls.protocol.decided")[0]
+        self.assertEqual((decided["protocol"], decided["decided_by"]), ("restconf", "alpn"))
+
+    @defer.inlineCallbacks
+    def test_alpn_netconf(self):
+        manager, device = yield self.decide(CLIENT_HELLO, {"alpn": ["netconf"]})
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["transport"], "netconf-tls")
+        self.assertEqual(manager.log.named("tls.protocol.decided")[0]["decided_by"], "alpn")
+
+    @defer.inlineCallbacks
+    def test_silence_means_restconf(self):
+        clock = task.Clock()
+        manager, device = yield self.decide(SILENT, {"protocol_factory": SilentServer}, clock=clock)
+        yield manager.log.when("tls.certificate.accepted")
+        clock.advance(manager.handler.settings.protocol_decision_wait - 0.1)
+        self.assertEqual(manager.log.named("tls.protocol.decided"), [])
+        clock.advance(0.1)
+        session = yield manager.registry.whenConnected("device1.example.net")
+        decided = manager.log.named("tls.protocol.decided")[0]
+        self.assertEqual((decided["protocol"], decided["decided_by"]), ("restconf", "silence"))
+        self.assertIs(session, manager.restconf[0])
+
+    @defer.inlineCallbacks
+    def test_speaking_first_but_not_xml(self):
+        class Chatty(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+
+        manager, device = yield self.decide(CLIENT_HELLO, {"protocol_factory": Chatty})
+        refused = yield manager.log.when("tls.protocol.refused")
+        self.assertIn("not XML", refused["reason"])
+
+    @defer.inlineCallbacks
+    def test_restconf_without_factory(self):
+        manager, device = yield self.decide(SILENT, {"alpn": ["http/1.1"], "protocol_factory": SilentServer})
+        manager.handler.restconf_factory = None
+        # The factory is read at decision time; this call home was decided
+        # already, so make a second one.
+        yield manager.call_home(self, device, "silent")
+        refused = yield manager.log.when("tls.protocol.refused")
+        self.assertIn("no RESTCONF client", refused["reason"])
