@@ -4,6 +4,7 @@ byte over a StringTransport: exact wire format, ordering, bounds, timeouts
 and losses, with no network and a task.Clock.
 """
 
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 from twisted.internet import task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -177,6 +178,33 @@ class SerialClientTests(unittest.TestCase):
         self.assertEqual(self.sent(), b"")
         self.client.connectionLost("the device closed the connection")
         self.failureResultOf(second, SessionLost)
+
+
+_REPLIES = st.lists(
+    st.tuples(st.sampled_from(["length", "chunked", "empty"]), st.binary(min_size=1, max_size=300), st.data()),
+    min_size=1,
+    max_size=6,
+)
+
+
+class ArbitrarySplitTests(unittest.TestCase):
+    @hypothesis_settings(max_examples=60, deadline=None)
+    @given(_REPLIES)
+    def test_replies_split_anywhere_arrive_whole_and_in_order(self, replies):
+        transport = StringTransport()
+        client = SerialHTTPClient("d", task.Clock(), max_body=1024, timeout=10)
+        client.makeConnection(transport)
+        ds = [client.request("GET", f"/{n}") for n in range(len(replies))]
+        expected = []
+        for (framing, body, data), d in zip(replies, ds):
+            wire = {"length": lambda: reply(200, body), "chunked": lambda: chunked(body), "empty": lambda: reply(204)}[framing]()
+            expected.append(b"" if framing == "empty" else body)
+            cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=5)))
+            for start, end in zip([0] + cuts, cuts + [len(wire)]):
+                if end > start:
+                    client.dataReceived(wire[start:end])
+        self.assertEqual([self.successResultOf(d).body for d in ds], expected)
+        self.assertEqual(transport.value().count(b"HTTP/1.1\r\n"), len(replies))
 
 
 HOST_META = b'<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0"><Link rel="restconf" href="/top"/></XRD>'

@@ -30,7 +30,8 @@ Events (fields C{device_id}, C{connection_id}, C{peer} plus the listed):
     connection is closed, since HTTP/1.1 cannot skip a reply)
   - C{restconf.request.abandoned}: C{request} (a caller cancelled a request
     on the wire: the connection is closed for the same reason)
-  - C{restconf.session.lost}: C{reason}, C{outstanding} (requests failed by the loss)
+  - C{restconf.session.lost}: C{reason}, C{outstanding} (requests failed by
+    the loss), C{was_ready} (discovery had finished)
 
 Every request shares the one connection: HTTP/1.1, persistent, one at a
 time, in the order they were made (see L{callhome_mux.restconf.http}).
@@ -185,7 +186,7 @@ class RestconfClientProtocol(Protocol):
         self._ready.fire(False, Failure(DiscoveryFailed(why)))
         if self.http is not None:
             self.http.connectionLost(why)
-        self._emit("restconf.session.lost", reason=why, outstanding=outstanding)
+        self._emit("restconf.session.lost", reason=why, outstanding=outstanding, was_ready=self.session is not None)
         self._lost.fire(True, SessionLost(why))
 
     # -- for the TLS handler and the session ---------------------------------
