@@ -1,0 +1,218 @@
+"""
+Shared pieces of the benchmarks: process control, /proc accounting, statistics.
+
+The orchestrating script (storm.py, hold.py, rpc.py) starts one server
+process (bench/_server.py: callhome-mux, or bench/floor_conch.py: the bare
+conch floor) and several device processes (callhome_mux.testing.fleet), and
+talks to each over its stdin/stdout, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- /proc ---------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process C{pid} (its own accounting, from /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # fields[0] is state (field 3); utime is field 14, stime 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as handle:
+        return int(handle.read().split()[1]) * PAGE
+
+
+# -- statistics ----------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summary(values: Sequence[float], fmt: str = "{:.3g}") -> str:
+    """median [min-max] over runs."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+# -- child processes -------------------------------------------------------------
+
+
+class Child:
+    """A child process speaking JSON lines on stdout, commands on stdin."""
+
+    def __init__(self, argv: List[str], name: str, env: Optional[Dict[str, str]] = None):
+        self.name = name
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
+        environment.update(env or {})
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(os.path.join(_logdir(), f"{name}.stderr"), "wb"),
+            cwd=ROOT,
+            env=environment,
+        )
+        self.pid = self.process.pid
+        self.lines: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for raw in self.process.stdout:
+            try:
+                self.lines.put(json.loads(raw))
+            except ValueError:
+                sys.stderr.write(f"[{self.name}] {raw.decode(errors='replace')}")
+        self.lines.put({"eof": True})
+
+    def send(self, command: str) -> None:
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def expect(self, key: str, timeout: float = 120.0) -> Dict[str, Any]:
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no {key!r} within {timeout} s")
+            line = self.lines.get(timeout=left)
+            if "eof" in line:
+                raise RuntimeError(f"{self.name} exited (see {_logdir()}/{self.name}.stderr)")
+            if key in line:
+                return line
+
+    def ask(self, command: str, key: str, timeout: float = 120.0) -> Dict[str, Any]:
+        self.send(command)
+        return self.expect(key, timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send("quit")
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _logdir() -> str:
+    path = os.path.join("/tmp", f"callhome-bench-{os.getuid()}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def start_server(impl: str, kind: str, count: int, extra: Sequence[str] = ()) -> Child:
+    script = os.path.join(HERE, "_server.py" if impl == "mux" else "floor_conch.py")
+    child = Child([sys.executable, script, "--kind", kind, "--devices", str(count), *extra], f"server-{impl}")
+    first = child.expect("port", timeout=300)
+    child.port = first["port"]
+    child.wiring = first.get("wiring")
+    return child
+
+
+def start_fleet(kind: str, port: int, sources: Sequence[str], count: int, extra: Sequence[str] = ()) -> List[Child]:
+    """Split C{count} devices over one process per source address."""
+    children = []
+    per = [count // len(sources) + (1 if i < count % len(sources) else 0) for i in range(len(sources))]
+    first = 0
+    for i, (source, n) in enumerate(zip(sources, per)):
+        if n == 0:
+            continue
+        argv = [sys.executable, "-m", "callhome_mux.testing.fleet", "--kind", kind, "--port", str(port),
+                "--source", source, "--first", str(first), "--count", str(n), *extra]
+        children.append(Child(argv, f"fleet-{i}"))
+        first += n
+    for child in children:
+        child.expect("ready", timeout=300)
+    return children
+
+
+def sources(n: int) -> List[str]:
+    """Loopback source addresses 127.0.0.2 ... (never anything outside 127.0.0.0/8)."""
+    return [f"127.0.0.{2 + i}" for i in range(n)]
+
+
+def stop_all(children) -> None:
+    for child in children:
+        if child is not None:
+            child.stop()
+
+
+# -- server side: the control loop ------------------------------------------------
+
+
+def serve_control(handlers: Dict[str, Any]) -> None:
+    """Read commands on stdin (in the reactor); each handler returns a dict or a Deferred of one."""
+    from twisted.internet import defer, protocol, reactor, stdio
+
+    class Control(protocol.Protocol):
+        buffer = b""
+
+        def dataReceived(self, data):
+            self.buffer += data
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                words = line.decode().split()
+                if not words:
+                    continue
+                if words[0] == "quit":
+                    reactor.callLater(0, reactor.stop)
+                    continue
+                handler = handlers.get(words[0])
+                if handler is None:
+                    emit(error=f"unknown command {words[0]}")
+                    continue
+                d = defer.maybeDeferred(handler, *words[1:])
+                d.addCallback(lambda result: emit(**result))
+                d.addErrback(lambda f: emit(error=f.getTraceback()))
+
+        def connectionLost(self, reason=None):
+            if reactor.running:
+                reactor.stop()
+
+    stdio.StandardIO(Control())
+
+
+def emit(**fields) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def process_stats() -> Dict[str, Any]:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": rss_bytes(os.getpid())}

@@ -1,0 +1,238 @@
+"""
+The callhome-mux server process of the benchmarks (not run by hand).
+
+Builds the real L{CallHomeService} from a configuration document listing
+the fleet's devices (callhome_mux.testing.fleet), listens on 127.0.0.1 and
+answers control commands on stdin (see bench/_common.py): C{stats},
+C{rpc_all}, C{rpc_seq N}, C{rpc_pipe N DEPTH}, C{rpc_big}.
+
+If the service does not install an SSH or TLS handler itself yet, the
+benchmark registers them the way tests/test_ssh_harness.py does and says so
+(C{"wiring": "bench"}) in its first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import emit, process_stats, serve_control  # noqa: E402
+
+
+def build_service(args):
+    from callhome_mux import config as config_module
+    from callhome_mux.config import config_from_document
+    from callhome_mux.connection import ConnectionKind
+    from callhome_mux.inventory.config import devices_from_tables
+    from callhome_mux.service import CallHomeService
+    from callhome_mux.testing import fleet
+
+    state_dir = tempfile.mkdtemp(prefix="callhome-bench-state-")
+    devices = []
+    for index in range(args.devices):
+        table = {"id": fleet.device_id(index), "credentials": {"username": fleet.USERNAME, "password": fleet.PASSWORD}}
+        if args.kind == "ssh":
+            table["ssh_host_keys"] = [fleet.device_host_key_line(index)]
+        devices.append(table)
+    document = {
+        "listen": [f"tcp:{args.port}:interface=127.0.0.1:backlog=4096"],
+        "state_dir": state_dir,
+        # A storm comes from a few (NAT) addresses: let them be unclassified
+        # together for the few milliseconds it takes to read their banners.
+        "demux": {"max_unclassified_per_source": 8192, "max_unclassified": 16384, **_demux_extra(args)},
+        "devices": devices,
+    }
+    tls_paths = None
+    if args.kind == "tls":
+        tls_paths = {name: os.path.join(args.pki, name) for name in ("ca.crt", "manager.crt", "manager.key")}
+        if "tls" in config_module.SECTIONS:
+            document["tls"] = {
+                "certificate_file": tls_paths["manager.crt"],
+                "private_key_file": tls_paths["manager.key"],
+                "trust_anchor_files": [tls_paths["ca.crt"]],
+                "cert_to_name": [{"fingerprint": args.ca_fingerprint, "map_type": "common-name"}],
+            }
+    config = config_from_document(document)
+    service = CallHomeService(config)
+    wiring = "service"
+    kind_needed = ConnectionKind.SSH if args.kind == "ssh" else ConnectionKind.TLS_SILENT
+    if kind_needed not in service.handlers:
+        wiring = "bench"
+        if len(service.directory) == 0:
+            service.directory.replace(devices_from_tables(config.devices))
+        if args.kind == "ssh":
+            from callhome_mux.ssh.handler import SSHHandler
+
+            handler = SSHHandler(service.directory, service.registry, service.events)
+            service.registerHandler(ConnectionKind.SSH, handler)
+        else:
+            from callhome_mux.inventory.model import CertToNameRule
+            from callhome_mux.netconf.settings import NetconfSettings
+            from callhome_mux.tls.handler import TLSHandler
+            from callhome_mux.tls.settings import TLSSettings
+
+            settings = TLSSettings(
+                certificate_file=tls_paths["manager.crt"],
+                private_key_file=tls_paths["manager.key"],
+                trust_anchor_files=(tls_paths["ca.crt"],),
+                cert_to_name=(CertToNameRule(args.ca_fingerprint, "common-name"),),
+            )
+            handler = TLSHandler(service.directory, service.registry, service.events, settings, NetconfSettings(), state_dir)
+            service.registerHandler(ConnectionKind.TLS_SILENT, handler)
+            service.registerHandler(ConnectionKind.TLS_CLIENT_HELLO, handler)
+    return service, wiring
+
+
+def _demux_extra(args):
+    return {"silence_timeout": args.silence_timeout} if args.silence_timeout else {}
+
+
+class Commands:
+    def __init__(self, service):
+        self.service = service
+
+    def stats(self):
+        return {"sessions": len(self.service.registry), **process_stats()}
+
+    def _sessions(self):
+        return self.service.registry.sessions()
+
+    def rpc_all(self):
+        from twisted.internet import defer
+
+        sessions = self._sessions()
+        started = time.perf_counter()
+        ds = [s.rpc(b"<get-config><source><running/></source></get-config>", timeout=120) for s in sessions]
+        done = defer.DeferredList(ds, consumeErrors=True)
+        return done.addCallback(
+            lambda results: {
+                "rpc_ok": sum(1 for ok, _ in results if ok),
+                "rpc_failed": sum(1 for ok, _ in results if not ok),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+
+    def rpc_seq(self, count):
+        from twisted.internet import defer
+
+        session = self._sessions()[0]
+        count = int(count)
+
+        @defer.inlineCallbacks
+        def run():
+            before = process_stats()["cpu"]
+            started = time.perf_counter()
+            for _ in range(count):
+                yield session.rpc(b"<commit/>")
+            elapsed = time.perf_counter() - started
+            return {"rpcs": count, "seconds": elapsed, "cpu": process_stats()["cpu"] - before}
+
+        return run()
+
+    def rpc_pipe(self, count, depth):
+        from twisted.internet import defer
+
+        session = self._sessions()[0]
+        count, depth = int(count), int(depth)
+        finished = defer.Deferred()
+        state = {"sent": 0, "done": 0, "failed": 0}
+        before = process_stats()["cpu"]
+        started = time.perf_counter()
+
+        def send():
+            state["sent"] += 1
+            session.rpc(b"<commit/>").addCallbacks(replied, failed)
+
+        def replied(_):
+            state["done"] += 1
+            if state["sent"] < count:
+                send()
+            elif state["done"] + state["failed"] == count:
+                finished.callback(None)
+
+        def failed(f):
+            state["failed"] += 1
+            replied(None)
+
+        for _ in range(min(depth, count)):
+            send()
+        return finished.addCallback(
+            lambda _: {"rpcs": count, "failed": state["failed"], "seconds": time.perf_counter() - started,
+                       "cpu": process_stats()["cpu"] - before}
+        )
+
+    def rpc_big(self):
+        session = self._sessions()[0]
+        before = process_stats()["cpu"]
+        started = time.perf_counter()
+        d = session.rpc(b"<get/>", timeout=120)
+
+        def done(reply):
+            from lxml import etree
+
+            elapsed = time.perf_counter() - started
+            size = len(etree.tostring(reply))
+            return {"bytes": size, "seconds": elapsed, "cpu": process_stats()["cpu"] - before}
+
+        return d.addCallback(done)
+
+    def gc(self):
+        gc.collect()
+        return {"gc": True, **process_stats()}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=("ssh", "tls"), default="ssh")
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pki")
+    parser.add_argument("--ca-fingerprint")
+    parser.add_argument("--log", choices=("none", "text"), default="none")
+    parser.add_argument("--silence-timeout", type=float, default=0.0)
+    parser.add_argument("--profile", help="write a cProfile of the whole run here")
+    args = parser.parse_args()
+
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import epollreactor
+
+        epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    if args.log == "text":
+        path = os.path.join(tempfile.gettempdir(), f"callhome-bench-{os.getuid()}", "server.log")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(open(path, "a"))], redirectStandardIO=False)
+    else:
+        globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
+
+    service, wiring = build_service(args)
+    service.startService()
+    gc.collect()
+
+    def listening(ports):
+        emit(port=ports[0].getHost().port, pid=os.getpid(), wiring=wiring, **process_stats())
+
+    service.whenListening().addCallback(listening)
+    serve_control({name: getattr(Commands(service), name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc")})
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        reactor.run()
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    else:
+        reactor.run()
+
+
+if __name__ == "__main__":
+    main()

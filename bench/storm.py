@@ -1,0 +1,135 @@
+"""
+Call-home storm: N devices dial at once; how fast do sessions come up, at what CPU cost?
+
+    python bench/storm.py                      # SSH, N = 500 and 2000, 3 runs, vs the conch floor
+    python bench/storm.py --sizes 500 --runs 5
+    python bench/storm.py --kind tls           # NETCONF over TLS, silent devices (no floor)
+
+For each run and size, against callhome-mux (bench/_server.py: the real
+CallHomeService) and, for SSH, against the bare-conch floor
+(bench/floor_conch.py): one server process, device processes (one per
+loopback source address, callhome_mux.testing.fleet) that dial all their
+devices at once.  Printed per run: sessions per second (all devices / from
+the first connect to the last hello), server CPU ms per session (the server
+process's utime+stime from /proc before the storm and once it counts N
+sessions), p50 and p99 of connect->hello-done on the devices.  Then the
+medians [min-max] over runs and the ratios ours / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import cpu_seconds, percentile, sources, start_fleet, start_server, stop_all, summary  # noqa: E402
+
+
+def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), fleet_extra=()):
+    server = start_server(impl, kind, n, server_extra)
+    fleet = []
+    try:
+        fleet = start_fleet(kind, server.port, sources(device_procs), n, fleet_extra)
+        time.sleep(0.5)
+        cpu_before = cpu_seconds(server.pid)
+        for child in fleet:
+            child.send("go")
+        results = [child.expect("done", timeout=300) for child in fleet]
+        deadline = time.time() + 60
+        while True:
+            stats = server.ask("stats", "sessions")
+            if stats["sessions"] >= sum(r["done"] for r in results) or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        cpu_after = cpu_seconds(server.pid)
+        done = sum(r["done"] for r in results)
+        failed = sum(r["failed"] for r in results)
+        latencies = sorted(x for r in results for x in r["latencies_ms"])
+        first = min(r["first_start"] for r in results)
+        last = max(r["last_hello"] for r in results)
+        return {
+            "impl": impl,
+            "wiring": server.wiring,
+            "n": n,
+            "done": done,
+            "failed": failed,
+            "server_sessions": stats["sessions"],
+            "sessions_per_s": done / (last - first) if last > first else float("nan"),
+            "cpu_ms_per_session": (cpu_after - cpu_before) * 1000.0 / max(done, 1),
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "failures": sorted({f for r in results for f in r["failures"]})[:3],
+        }
+    finally:
+        stop_all(fleet)
+        stop_all([server])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=("ssh", "tls"), default="ssh")
+    parser.add_argument("--sizes", default="500,2000")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--device-procs", type=int, default=4)
+    parser.add_argument("--capabilities", type=int, default=64)
+    parser.add_argument("--log", choices=("none", "text"), default="none", help="callhome-mux text log")
+    parser.add_argument("--no-floor", action="store_true")
+    args = parser.parse_args()
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    impls = ["mux"] if (args.kind == "tls" or args.no_floor) else ["floor", "mux"]
+    server_extra = ["--log", args.log]
+    fleet_extra = ["--capabilities", str(args.capabilities)]
+    if args.kind == "tls":
+        from callhome_mux.testing.fleet import write_pki
+
+        pki_dir = tempfile.mkdtemp(prefix="callhome-bench-pki-")
+        paths = write_pki(pki_dir)
+        server_extra += ["--pki", pki_dir, "--ca-fingerprint", paths["ca_fingerprint"]]
+        fleet_extra += ["--pki", pki_dir]
+    rows = []
+    print(f"storm: kind={args.kind} sizes={sizes} runs={args.runs} device processes={args.device_procs} "
+          f"capabilities={args.capabilities}+7 log={args.log}", flush=True)
+    for run in range(args.runs):
+        for n in sizes:
+            for impl in impls:
+                extra = server_extra if impl == "mux" else []
+                row = one_storm(impl, args.kind, n, args.device_procs, extra, fleet_extra)
+                rows.append(row)
+                print(
+                    f"run {run + 1} {impl:5s} N={n:5d}: {row['done']} up, {row['failed']} failed, "
+                    f"{row['sessions_per_s']:7.1f} sessions/s, {row['cpu_ms_per_session']:6.2f} ms CPU/session, "
+                    f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms"
+                    + (f"  failures: {row['failures']}" if row["failures"] else ""),
+                    flush=True,
+                )
+    print("\nmedian [min-max] over runs")
+    for n in sizes:
+        by = {impl: [r for r in rows if r["n"] == n and r["impl"] == impl] for impl in impls}
+        for impl in impls:
+            rs = by[impl]
+            print(
+                f"  {impl:5s} N={n:5d}: sessions/s {summary([r['sessions_per_s'] for r in rs], '{:.0f}')}, "
+                f"CPU ms/session {summary([r['cpu_ms_per_session'] for r in rs], '{:.2f}')}, "
+                f"p50 ms {summary([r['p50_ms'] for r in rs], '{:.0f}')}, "
+                f"p99 ms {summary([r['p99_ms'] for r in rs], '{:.0f}')}"
+            )
+        if "floor" in by:
+            pairs = list(zip(by["mux"], by["floor"]))
+            cpu_ratio = [m["cpu_ms_per_session"] / f["cpu_ms_per_session"] for m, f in pairs]
+            rate_ratio = [m["sessions_per_s"] / f["sessions_per_s"] for m, f in pairs]
+            print(
+                f"  ours/floor N={n}: CPU per session {summary(cpu_ratio, '{:.2f}')}x (target <= 1.10), "
+                f"sessions/s {summary(rate_ratio, '{:.2f}')}x (target >= 0.90)"
+            )
+        elif args.kind == "tls":
+            cpu = [r["cpu_ms_per_session"] for r in by["mux"]]
+            print(f"  TLS N={n}: CPU ms/session {summary(cpu, '{:.2f}')} (target <= 1.1)")
+
+
+if __name__ == "__main__":
+    main()
