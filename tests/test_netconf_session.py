@@ -1,5 +1,7 @@
 """The NETCONF client protocol: hello, RPC matching, timeouts, loss, notifications, close."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
@@ -16,7 +18,7 @@ from callhome_mux.netconf.errors import (
 from callhome_mux.netconf.framing import FrameDecoder, encode_chunked, encode_eom
 from callhome_mux.netconf.namespaces import BASE_1_0, BASE_1_1, BASE_NS, HELLO, RPC_REPLY, qn
 from callhome_mux.netconf.session import NetconfClientProtocol, NetconfSession, hello_message
-from callhome_mux.netconf.settings import NetconfSettings
+from callhome_mux.netconf.settings import NetconfSettings as Settings
 from callhome_mux.sessions import SessionRegistry
 from callhome_mux.testing.netconf_device import Datastore, NetconfServerProtocol, connect_in_memory
 
@@ -112,11 +114,11 @@ class HelloTests(ScriptedMixin, InMemoryMixin, TestCase):
         self.assertEqual(self.successResultOf(done).tag, RPC_REPLY)
 
     def test_client_limited_to_1_0(self):
-        session = self.connect(settings=NetconfSettings(capabilities=(BASE_1_0,)))
+        session = self.connect(settings=Settings(capabilities=(BASE_1_0,)))
         self.assertEqual(session.base, "1.0")
 
     def test_no_common_base_ends_session(self):
-        self.start(NetconfSettings(capabilities=(BASE_1_1,)))
+        self.start(Settings(capabilities=(BASE_1_1,)))
         self.send_hello(capabilities=(BASE_1_0,))
         failure = self.failureResultOf(self.ready, NetconfProtocolError)
         self.assertIn("no common NETCONF base", str(failure.value))
@@ -279,7 +281,7 @@ class RPCTests(ScriptedMixin, InMemoryMixin, TestCase):
         self.assertEqual(fired, [(i, str(i + 1)) for i in reversed(range(10))])
 
     def test_per_rpc_timeout(self):
-        session = self.connect(settings=NetconfSettings(rpc_timeout=60))
+        session = self.connect(settings=Settings(rpc_timeout=60))
         self.device.stop_answering = True
         short = session.rpc(b"<get/>", timeout=5)
         default = session.rpc(b"<get/>")
@@ -376,7 +378,7 @@ class RPCTests(ScriptedMixin, InMemoryMixin, TestCase):
         self.client.dataReceived(encode_chunked(reply(b"1")))  # ignored once failing
 
     def test_oversized_reply_ends_session(self):
-        self.start(NetconfSettings(max_message_size=1000))
+        self.start(Settings(max_message_size=1000))
         self.send_hello()
         pending = self.successResultOf(self.ready).rpc(b"<get/>")
         self.client.dataReceived(b"\n#2000\n")
@@ -408,6 +410,48 @@ class RPCTests(ScriptedMixin, InMemoryMixin, TestCase):
         data = session.get_config()
         self.pump.flush()
         self.assertEqual(len(self.successResultOf(data).find("{urn:t}top/{urn:t}leaf").text), 2_000_000)
+
+
+class ReplyStreamPropertyTests(ScriptedMixin, TestCase):
+    @given(st.integers(1, 12).flatmap(lambda n: st.permutations(range(n))),
+           st.lists(st.integers(min_value=0), max_size=25), st.booleans())
+    @settings(max_examples=100, deadline=None)
+    def test_any_order_any_split_matches_every_reply(self, order, cuts, chunked):
+        self.start(Settings(capabilities=(BASE_1_1,) if chunked else (BASE_1_0,)))
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        pending = [session.rpc(b"<get/>") for _ in order]
+        frame = encode_chunked if chunked else encode_eom
+        stream = b"".join(frame(reply(b"%d" % (i + 1), b"<data><n>%d</n></data>" % i)) for i in order)
+        points = sorted({c % (len(stream) + 1) for c in cuts}) + [len(stream)]
+        start = 0
+        for point in points:
+            self.client.dataReceived(stream[start:point])
+            start = point
+        for index, deferred in enumerate(pending):
+            self.assertEqual(self.successResultOf(deferred).findtext(f"{qn('data')}/{qn('n')}"), str(index))
+
+    def test_send_chunk_size_is_respected(self):
+        self.start(Settings(send_chunk_size=16))
+        self.send_hello()
+        self.successResultOf(self.ready).rpc(b"<get><filter>" + b"x" * 100 + b"</filter></get>")
+        written = self.transport.value().split(b"]]>]]>", 1)[1]
+        sizes = [int(line[1:]) for line in written.split(b"\n") if line.startswith(b"#") and line != b"##"]
+        self.assertTrue(sizes and max(sizes) == 16, sizes)
+        self.assertEqual(self.sent_messages()[1][0][0].text, "x" * 100)
+
+    def test_notification_and_replies_in_one_read_keep_order(self):
+        self.start()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        seen = []
+        session.create_subscription(lambda n: seen.append("notification"))
+        second = session.rpc(b"<get/>")
+        second.addCallback(lambda r: seen.append("reply 2"))
+        note = (b'<notification xmlns="urn:ietf:params:xml:ns:netconf:notification:1.0">'
+                b"<eventTime>2026-01-01T00:00:00Z</eventTime><e/></notification>")
+        self.client.dataReceived(b"".join(encode_chunked(m) for m in (reply(b"1"), note, reply(b"2"), note)))
+        self.assertEqual(seen, ["notification", "reply 2", "notification"])
 
 
 class NotificationTests(InMemoryMixin, ScriptedMixin, TestCase):
@@ -482,7 +526,7 @@ class CloseTests(InMemoryMixin, TestCase):
         self.assertEqual(closed["reason"], "operator asked")
 
     def test_close_drops_transport_when_device_is_silent(self):
-        session = self.connect(settings=NetconfSettings(close_timeout=3))
+        session = self.connect(settings=Settings(close_timeout=3))
         self.device.stop_answering = True
         lost = session.whenLost()
         session.close()
