@@ -467,6 +467,17 @@ class NotificationTests(InMemoryMixin, ScriptedMixin, TestCase):
         self.assertEqual([n.findtext("{urn:e}event/{urn:e}n") for n in received], [str(i) for i in range(20)])
         self.assertIsNotNone(received[0].find("{urn:ietf:params:xml:ns:netconf:notification:1.0}eventTime"))
 
+    def test_event_time_comes_from_the_device_clock(self):
+        session = self.connect()
+        received = []
+        session.create_subscription(received.append)
+        self.pump.flush()
+        self.clock.advance(86400)
+        self.device.notify('<tick xmlns="urn:e"/>')
+        self.pump.flush()
+        event_time = received[0].findtext("{urn:ietf:params:xml:ns:netconf:notification:1.0}eventTime")
+        self.assertTrue(event_time.startswith("1970-01-02T00:00"), event_time)
+
     def test_failing_callback_does_not_stop_delivery(self):
         session = self.connect()
         received = []
@@ -543,6 +554,15 @@ class CloseTests(InMemoryMixin, TestCase):
         self.assertIsNotNone(self.successResultOf(closing).find(qn("ok")))
         self.assertEqual(self.client.state, "lost")
         self.failureResultOf(session.close_session(), SessionLostError)
+
+    def test_close_session_answered_even_when_replies_are_held(self):
+        session = self.connect()
+        self.device.hold_replies = True
+        held = session.rpc(b"<get/>")
+        closing = session.close_session()
+        self.pump.flush()
+        self.assertIsNotNone(self.successResultOf(closing).find(qn("ok")))
+        self.failureResultOf(held, SessionLostError)
 
     def test_close_twice_and_after_loss_is_harmless(self):
         session = self.connect()

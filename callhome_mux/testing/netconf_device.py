@@ -194,7 +194,7 @@ class NetconfServerProtocol(Protocol):
                 return False
             element = kept[0]
         notification = etree.Element(ns.NOTIFICATION_TAG, nsmap={None: ns.NOTIFICATION_NS})
-        when = event_time or datetime.now(timezone.utc)
+        when = event_time or datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
         etree.SubElement(notification, qn("eventTime", ns.NOTIFICATION_NS)).text = when.isoformat()
         notification.append(element)
         self.send_raw(etree.tostring(notification))
@@ -232,8 +232,10 @@ class NetconfServerProtocol(Protocol):
                 reply.append(error)
         except EditError as error:
             reply.append(rpc_error(error.tag, error.message, path=error.path))
-        self._send_reply(etree.tostring(reply))
-        if after is not None:
+        if after is None:
+            self._send_reply(etree.tostring(reply))
+        else:  # close-session: answer at once, whatever the knobs say, then hang up
+            self.send_raw(etree.tostring(reply))
             after()
 
     def _handlers(self) -> Dict[str, Callable]:
