@@ -46,7 +46,7 @@ class SerialClientTests(unittest.TestCase):
         self.transport = StringTransport()
         self.client = SerialHTTPClient(
             "device.example:4336", self.clock, max_body=1024, timeout=10, max_queued=3,
-            on_broken=lambda why, timed_out: self.broken.append((why, timed_out)),
+            on_broken=lambda why, kind: self.broken.append((why, kind)),
         )
         self.client.makeConnection(self.transport)
 
@@ -120,6 +120,21 @@ class SerialClientTests(unittest.TestCase):
         self.failureResultOf(after, SessionLost)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_unasked_bytes_break_the_connection(self):
+        d = self.client.request("GET", "/a")
+        self.client.dataReceived(reply(200, b"{}"))
+        self.successResultOf(d)
+        self.client.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(self.broken, [("the device sent 17 bytes with no request outstanding", "protocol-error")])
+
+    def test_unparseable_reply_breaks_the_connection(self):
+        d = self.client.request("GET", "/a")
+        self.client.dataReceived(b"HTTP/1.1 abc nonsense\r\n\r\n")
+        failure = self.failureResultOf(d, SessionLost)
+        self.assertIn("non-integer status code", str(failure.value))
+        self.assertEqual(self.broken[0][1], "protocol-error")
+        self.assertTrue(self.transport.disconnecting)
+
     def test_bad_target_refused_before_queueing(self):
         self.failureResultOf(self.client.request("GET", "/a b"), ValueError)
         d = self.client.request("GET", "/ok")
@@ -142,8 +157,8 @@ class SerialClientTests(unittest.TestCase):
         self.clock.advance(10)
         self.failureResultOf(d, RequestTimeout)
         self.assertEqual(len(self.broken), 1)
+        self.assertEqual(self.broken[0][1], "timeout")
         self.assertIn("GET /slow", self.broken[0][0])
-        self.assertTrue(self.broken[0][1])
 
     def test_cancel_queued_request(self):
         self.client.request("GET", "/1")
@@ -320,6 +335,17 @@ class ProtocolOverStringTransportTests(unittest.TestCase):
         self.failureResultOf(d, RequestTimeout)
         self.assertTrue(self.transport.disconnecting)
         self.assertIn("restconf.request.timeout", self.names())
+
+    def test_unasked_bytes_end_the_session_with_a_reason(self):
+        protocol, session = self.ready()
+        protocol.dataReceived(b"surprise")
+        self.assertTrue(self.transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        error = [e for e in self.seen if e["event"] == "restconf.protocol.error"][0]
+        lost = [e for e in self.seen if e["event"] == "restconf.session.lost"][0]
+        self.assertEqual(error["reason"], lost["reason"])
+        self.assertIn("no request outstanding", lost["reason"])
+        self.assertTrue(lost["was_ready"])
 
     def test_passthrough_request(self):
         protocol, session = self.ready()

@@ -24,7 +24,12 @@ and this module supplies:
 A request that times out while still queued just leaves the queue.  One
 that times out on the wire costs the connection: HTTP/1.1 has no way to
 skip a reply, so the only safe move is to report the connection broken
-(C{on_broken}) and let the owner close it.
+(C{on_broken}) and let the owner close it.  The same goes for a reply
+HTTP cannot parse, and for bytes the device sends when no request is
+outstanding: after either, request and reply are out of step for good.
+
+C{on_broken(why, kind)} gets one of L{TIMEOUT}, L{ABANDONED},
+L{PROTOCOL_ERROR} as C{kind}.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from callhome_mux.restconf.errors import RequestTimeout, ResponseTooLarge, SessionLost, TooManyRequests
+
+
+#: Kinds of C{on_broken} report.
+TIMEOUT = "timeout"
+ABANDONED = "abandoned"
+PROTOCOL_ERROR = "protocol-error"
 
 
 @dataclass
@@ -145,7 +156,7 @@ class SerialHTTPClient:
         max_body: int,
         timeout: float,
         max_queued: int = 1000,
-        on_broken: Callable[[str, bool], None] = lambda why, timed_out: None,
+        on_broken: Callable[[str, str], None] = lambda why, kind: None,
     ):
         self._host = host.encode("idna" if not host.isascii() else "ascii")
         self._clock = clock
@@ -167,6 +178,11 @@ class SerialHTTPClient:
         self._http.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._current is None and self._lost is None and data:
+            # Nothing asked, yet the device talks: whatever this is, the
+            # next reply could no longer be told from it.
+            self._on_broken(f"the device sent {len(data)} bytes with no request outstanding", PROTOCOL_ERROR)
+            return
         self._http.dataReceived(data)
 
     def connectionLost(self, why: str) -> None:
@@ -288,16 +304,24 @@ class SerialHTTPClient:
     def _request_failed(self, failure: Failure, exchange: _Exchange) -> None:
         if self._current is exchange:
             self._current = None
-        self._finish(exchange, Failure(self._lost or SessionLost(f"{exchange.label} failed: {failure.getErrorMessage()}")))
+        if self._lost is None:
+            # Not a loss we know of: the reply could not be parsed (the
+            # HTTP protocol is already dropping the connection) or the
+            # request could not be written.  Say so before the loss does.
+            why = f"{exchange.label} failed: {_describe(failure)}"
+            self._finish(exchange, Failure(SessionLost(why)))
+            self._on_broken(why, PROTOCOL_ERROR)
+            return
+        self._finish(exchange, Failure(self._lost))
 
     def _timed_out(self, exchange: _Exchange) -> None:
         exchange.timer = None
         error = RequestTimeout(f"{exchange.label}: no complete reply within the request timeout")
         if exchange.draining:
-            self._on_broken(f"the oversized reply to {exchange.label} was still streaming at the request timeout", True)
+            self._on_broken(f"the oversized reply to {exchange.label} was still streaming at the request timeout", TIMEOUT)
         elif exchange.on_wire:
             self._finish(exchange, Failure(error))
-            self._on_broken(f"{exchange.label} timed out on the wire; HTTP/1.1 cannot skip its reply", True)
+            self._on_broken(f"{exchange.label} timed out on the wire; HTTP/1.1 cannot skip its reply", TIMEOUT)
         else:
             self._drop_queued(exchange)
             self._finish(exchange, Failure(error))
@@ -307,7 +331,7 @@ class SerialHTTPClient:
         was_on_wire = exchange.on_wire and not exchange.done
         self._mark_done(exchange)
         if was_on_wire:
-            self._on_broken(f"{exchange.label} cancelled on the wire; HTTP/1.1 cannot skip its reply", False)
+            self._on_broken(f"{exchange.label} cancelled on the wire; HTTP/1.1 cannot skip its reply", ABANDONED)
         else:
             self._drop_queued(exchange)
 
@@ -339,3 +363,11 @@ class SerialHTTPClient:
             exchange.deferred.errback(result)
         else:
             exchange.deferred.callback(result)
+
+
+def _describe(failure: Failure) -> str:
+    # ResponseFailed and friends wrap the real reasons in a list.
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(reason.getErrorMessage() for reason in reasons)
+    return failure.getErrorMessage()

@@ -25,11 +25,13 @@ C{whenReady()} with L{DiscoveryFailed}.
 Events (fields C{device_id}, C{connection_id}, C{peer} plus the listed):
   - C{restconf.session.ready}: C{root}, C{yang_library}, C{module_count}, C{content_id}
   - C{restconf.discovery.failed}: C{reason}
-  - C{restconf.request.timeout}: C{request} (a request, or the draining of an
+  - C{restconf.request.timeout}: C{reason} (a request, or the draining of an
     oversized reply, outlived the request timeout on the wire: the
     connection is closed, since HTTP/1.1 cannot skip a reply)
-  - C{restconf.request.abandoned}: C{request} (a caller cancelled a request
+  - C{restconf.request.abandoned}: C{reason} (a caller cancelled a request
     on the wire: the connection is closed for the same reason)
+  - C{restconf.protocol.error}: C{reason} (a reply HTTP cannot parse, or
+    bytes with no request outstanding: the connection is closed)
   - C{restconf.session.lost}: C{reason}, C{outstanding} (requests failed by
     the loss), C{was_ready} (discovery had finished)
 
@@ -61,7 +63,7 @@ from callhome_mux.restconf.discovery import (
 )
 from callhome_mux.restconf.error_reply import error_from_reply
 from callhome_mux.restconf.errors import DiscoveryFailed, SessionLost, UnsafeContent
-from callhome_mux.restconf.http import HTTPReply, SerialHTTPClient
+from callhome_mux.restconf.http import ABANDONED, TIMEOUT, HTTPReply, SerialHTTPClient
 from callhome_mux.restconf.query import build_query, join_path
 from callhome_mux.restconf.settings import RestconfSettings
 
@@ -207,8 +209,9 @@ class RestconfClientProtocol(Protocol):
 
     # -- internals -----------------------------------------------------------
 
-    def _broken(self, why: str, timed_out: bool) -> None:
-        self._emit("restconf.request.timeout" if timed_out else "restconf.request.abandoned", request=why)
+    def _broken(self, why: str, kind: str) -> None:
+        event = {TIMEOUT: "restconf.request.timeout", ABANDONED: "restconf.request.abandoned"}.get(kind, "restconf.protocol.error")
+        self._emit(event, reason=why)
         if self._close_reason is None:
             self._close_reason = why
         # A hung peer would never let loseConnection finish flushing.
