@@ -164,6 +164,9 @@ class SerialHTTPClient:
         self._timeout = timeout
         self._max_queued = max_queued
         self._on_broken = on_broken
+        #: Set once the connection is reported broken: nothing more is sent
+        #: or read on it, and it is reported once.
+        self._broken = False
         self._http = HTTP11ClientProtocol()
         self._queue: Deque[_Exchange] = deque()
         self._current: Optional[_Exchange] = None
@@ -178,10 +181,12 @@ class SerialHTTPClient:
         self._http.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            return
         if self._current is None and self._lost is None and data:
             # Nothing asked, yet the device talks: whatever this is, the
             # next reply could no longer be told from it.
-            self._on_broken(f"the device sent {len(data)} bytes with no request outstanding", PROTOCOL_ERROR)
+            self._break(f"the device sent {len(data)} bytes with no request outstanding", PROTOCOL_ERROR)
             return
         self._http.dataReceived(data)
 
@@ -253,7 +258,7 @@ class SerialHTTPClient:
 
     def _pump(self) -> None:
         """Send the next queued request if the connection is idle."""
-        if self._current is not None or self._lost is not None:
+        if self._current is not None or self._lost is not None or self._broken:
             return
         if self._http.state != "QUIESCENT" or getattr(self._transport, "disconnecting", False):
             # Busy, or the device asked to close (Connection: close): the
@@ -310,7 +315,7 @@ class SerialHTTPClient:
             # request could not be written.  Say so before the loss does.
             why = f"{exchange.label} failed: {_describe(failure)}"
             self._finish(exchange, Failure(SessionLost(why)))
-            self._on_broken(why, PROTOCOL_ERROR)
+            self._break(why, PROTOCOL_ERROR)
             return
         self._finish(exchange, Failure(self._lost))
 
@@ -318,10 +323,10 @@ class SerialHTTPClient:
         exchange.timer = None
         error = RequestTimeout(f"{exchange.label}: no complete reply within the request timeout")
         if exchange.draining:
-            self._on_broken(f"the oversized reply to {exchange.label} was still streaming at the request timeout", TIMEOUT)
+            self._break(f"the oversized reply to {exchange.label} was still streaming at the request timeout", TIMEOUT)
         elif exchange.on_wire:
             self._finish(exchange, Failure(error))
-            self._on_broken(f"{exchange.label} timed out on the wire; HTTP/1.1 cannot skip its reply", TIMEOUT)
+            self._break(f"{exchange.label} timed out on the wire; HTTP/1.1 cannot skip its reply", TIMEOUT)
         else:
             self._drop_queued(exchange)
             self._finish(exchange, Failure(error))
@@ -331,9 +336,15 @@ class SerialHTTPClient:
         was_on_wire = exchange.on_wire and not exchange.done
         self._mark_done(exchange)
         if was_on_wire:
-            self._on_broken(f"{exchange.label} cancelled on the wire; HTTP/1.1 cannot skip its reply", ABANDONED)
+            self._break(f"{exchange.label} cancelled on the wire; HTTP/1.1 cannot skip its reply", ABANDONED)
         else:
             self._drop_queued(exchange)
+
+    def _break(self, why: str, kind: str) -> None:
+        if self._broken or self._lost is not None:
+            return
+        self._broken = True
+        self._on_broken(why, kind)
 
     def _drop_queued(self, exchange: _Exchange) -> None:
         try:
