@@ -29,11 +29,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench._common import cpu_seconds, percentile, sources, start_fleet, start_server, stop_all, summary  # noqa: E402
 
 
-def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), fleet_extra=()):
+def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), fleet_extra=(), py_spy=None):
     server = start_server(impl, kind, n, server_extra)
     fleet = []
     try:
         fleet = start_fleet(kind, server.port, sources(device_procs), n, fleet_extra)
+        spy = None
+        if py_spy:
+            import subprocess
+
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--rate", "500", "--format", "raw",
+                                    "--nonblocking", "-o", py_spy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)
         time.sleep(0.5)
         cpu_before = cpu_seconds(server.pid)
         for child in fleet:
@@ -46,6 +53,11 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
                 break
             time.sleep(0.05)
         cpu_after = cpu_seconds(server.pid)
+        if spy is not None:
+            import signal
+
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         done = sum(r["done"] for r in results)
         failed = sum(r["failed"] for r in results)
         latencies = sorted(x for r in results for x in r["latencies_ms"])
@@ -78,6 +90,8 @@ def main():
     parser.add_argument("--capabilities", type=int, default=64)
     parser.add_argument("--log", choices=("none", "text"), default="none", help="callhome-mux text log")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--profile", help="cProfile each server process into PROFILE.<impl>.<n>.<run>")
+    parser.add_argument("--py-spy", help="py-spy (raw, collapsed stacks) each server during the storm: PY_SPY.<impl>.<n>.<run>")
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -97,8 +111,11 @@ def main():
     for run in range(args.runs):
         for n in sizes:
             for impl in impls:
-                extra = server_extra if impl == "mux" else []
-                row = one_storm(impl, args.kind, n, args.device_procs, extra, fleet_extra)
+                extra = list(server_extra) if impl == "mux" else []
+                if args.profile:
+                    extra += ["--profile", f"{args.profile}.{impl}.{n}.{run + 1}"]
+                spy = f"{args.py_spy}.{impl}.{n}.{run + 1}" if args.py_spy else None
+                row = one_storm(impl, args.kind, n, args.device_procs, extra, fleet_extra, spy)
                 rows.append(row)
                 print(
                     f"run {run + 1} {impl:5s} N={n:5d}: {row['done']} up, {row['failed']} failed, "
