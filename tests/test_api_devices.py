@@ -51,3 +51,165 @@ class DevicesTests(unittest.TestCase):
         self.assertEqual([d["id"] for d in reply.json()["devices"]], ["r1"])
         reply = yield server.http("GET", "/api/v1/devices?label=owner=other")
         self.assertEqual(reply.json()["devices"], [])
+
+    @defer.inlineCallbacks
+    def test_sessions_list_and_close(self):
+        server = self.server
+        session = yield server.connect(self.device, "r1")
+        reply = yield server.http("GET", "/api/v1/sessions")
+        [view] = reply.json()["sessions"]
+        self.assertEqual((view["device_id"], view["transport"]), ("r1", "netconf-ssh"))
+        self.assertTrue(view["peer"].startswith("127.0.0.1:"))
+        self.assertEqual(view["counters"], {"rpcs": 0, "rpc_errors": 0, "restconf_requests": 0})
+        self.assertIn("kex", view["algorithms"])
+        reply = yield server.http("GET", "/api/v1/sessions/r1")
+        self.assertEqual(reply.json()["device_id"], "r1")
+        lost = session.whenLost()
+        reply = yield server.http("DELETE", "/api/v1/sessions/r1")
+        self.assertEqual(reply.status, 202, reply)
+        yield lost
+        reply = yield server.http("GET", "/api/v1/sessions")
+        self.assertEqual(reply.json()["sessions"], [])
+        reply = yield server.http("DELETE", "/api/v1/sessions/r1")
+        self.assertEqual(reply.status, 503, reply)
+        self.assertIn("not connected", reply.json()["error"]["message"])
+
+    @defer.inlineCallbacks
+    def test_runtime_device_add_change_remove(self):
+        server = self.server
+        other = SSHCallHomeDevice(username="ops", password="pw2")
+        body = ssh_device_table(other, "r2", labels={"site": "lab"})
+        reply = yield server.http("POST", "/api/v1/devices", body=body)
+        self.assertEqual(reply.status, 201, reply)
+        self.assertEqual(reply.json()["source"], "runtime")
+        self.assertNotIn(b"pw2", reply.body)
+        reply = yield server.http("POST", "/api/v1/devices", body=body)
+        self.assertEqual(reply.status, 409, reply)
+        # PATCH changes only what it names; the password stays.
+        reply = yield server.http("PATCH", "/api/v1/devices/r2", body={"labels": {"site": "prod"}, "enabled": False})
+        self.assertEqual(reply.status, 200, reply)
+        self.assertEqual(reply.json()["labels"], {"site": "prod"})
+        self.assertFalse(reply.json()["enabled"])
+        device = server.service.inventory.get("r2")
+        self.assertEqual(device.credentials.password, "pw2")
+        self.assertEqual(device.ssh_host_keys, (other.host_key_line,))
+        # PUT replaces the whole device.
+        reply = yield server.http("PUT", "/api/v1/devices/r2", body={"ssh_host_keys": [other.fingerprint]})
+        self.assertEqual(reply.status, 200, reply)
+        device = server.service.inventory.get("r2")
+        self.assertEqual(device.labels, {})
+        self.assertIsNone(device.credentials.password)
+        # The call is accepted with the new data; the device then logs in.
+        reply = yield server.http("PATCH", "/api/v1/devices/r2", body={"credentials": {"username": "ops", "password": "pw2"}})
+        self.assertEqual(reply.status, 200, reply)
+        yield server.connect(other, "r2")
+        closed = server.whenEvent("session.lost", device_id="r2")
+        reply = yield server.http("DELETE", "/api/v1/devices/r2")
+        self.assertEqual(reply.status, 204, reply)
+        yield closed
+        reply = yield server.http("GET", "/api/v1/devices/r2")
+        self.assertEqual(reply.status, 404, reply)
+        self.assertEqual(reply.json(), {"error": {"status": 404, "message": "device 'r2' not found"}})
+
+    @defer.inlineCallbacks
+    def test_configuration_devices_are_not_changed_through_the_api(self):
+        for method in ("PATCH", "PUT", "DELETE"):
+            reply = yield self.server.http(method, "/api/v1/devices/r1", body={"enabled": False})
+            self.assertEqual(reply.status, 409, reply)
+            self.assertIn("configuration file", reply.json()["error"]["message"])
+
+    @defer.inlineCallbacks
+    def test_bad_requests(self):
+        server = self.server
+        cases = [
+            ("POST", "/api/v1/devices", b"{not json", 400, "not valid JSON"),
+            ("POST", "/api/v1/devices", b"[1, 2]", 400, "JSON object"),
+            ("POST", "/api/v1/devices", {"id": ""}, 400, "non-empty"),
+            ("POST", "/api/v1/devices", {"id": "x", "ssh_host_keys": ["nonsense"]}, 400, "ssh_host_keys[0]"),
+            ("POST", "/api/v1/devices", {"id": "x", "colour": "blue"}, 400, "unknown device field"),
+            ("POST", "/api/v1/devices", {"id": "x", "credentials": {"password": 7}}, 400, "credentials.password"),
+            ("PATCH", "/api/v1/devices/nope", {"enabled": False}, 404, "not found"),
+            ("GET", "/api/v1/devices?state=sleepy", None, 400, "unknown state"),
+            ("GET", "/api/v1/devices?label=oops", None, 400, "key=value"),
+            ("GET", "/api/v1/nothing-here", None, 404, "no such resource"),
+            ("DELETE", "/api/v1/pending", None, 405, "not allowed"),
+            ("POST", "/api/v1/pending/999/approve", None, 404, "pending entry 999"),
+            ("POST", "/api/v1/pending/abc/deny", None, 404, "pending entry"),
+        ]
+        for method, path, body, status, text in cases:
+            reply = yield server.http(method, path, body=body)
+            self.assertEqual(reply.status, status, (method, path, reply))
+            self.assertEqual(reply.header("content-type"), "application/json")
+            error = reply.json()["error"]
+            self.assertEqual(error["status"], status)
+            self.assertIn(text, error["message"])
+        # A secret of the wrong type is never echoed back.
+        reply = yield server.http("POST", "/api/v1/devices", body={"id": "x", "credentials": {"password": 123456789}})
+        self.assertNotIn(b"123456789", reply.body)
+
+    @defer.inlineCallbacks
+    def test_body_size_limit(self):
+        server = self.server
+        server.api.site.max_body = 1000
+        reply = yield server.http("POST", "/api/v1/devices", body=b"{" + b" " * 5000 + b"}")
+        self.assertEqual(reply.status, 413, reply)
+        self.assertIn("larger than the limit", reply.json()["error"]["message"])
+
+
+class PendingTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.server = yield APIServer(self, []).start()
+
+    @defer.inlineCallbacks
+    def refused(self, device):
+        closed = self.server.whenEvent("connection.closed")
+        self.server.call_home(device).addErrback(lambda _: None)
+        yield closed
+
+    @defer.inlineCallbacks
+    def test_approve_with_id_credentials_labels_then_device_connects(self):
+        server = self.server
+        device = SSHCallHomeDevice(username="admin", password="pw")
+        yield self.refused(device)
+        reply = yield server.http("GET", "/api/v1/pending")
+        [entry] = reply.json()["pending"]
+        self.assertEqual(entry["fingerprint"], device.fingerprint)
+        self.assertEqual(entry["status"], "pending")
+        self.assertEqual(entry["count"], 1)
+        body = {"id": "edge-1", "credentials": {"username": "admin", "password": "pw"}, "labels": {"owner": "ups-team"}}
+        reply = yield server.http("POST", f"/api/v1/pending/{entry['pending_id']}/approve", body=body)
+        self.assertEqual(reply.status, 201, reply)
+        self.assertEqual(reply.json()["id"], "edge-1")
+        self.assertEqual(reply.json()["labels"], {"owner": "ups-team"})
+        self.assertNotIn(b'"pw"', reply.body)
+        reply = yield server.http("GET", "/api/v1/pending")
+        self.assertEqual(reply.json()["pending"], [])
+        session = yield server.connect(device, "edge-1")
+        self.assertEqual(session.device_id, "edge-1")
+
+    @defer.inlineCallbacks
+    def test_deny(self):
+        server = self.server
+        device = SSHCallHomeDevice(password="pw")
+        yield self.refused(device)
+        [entry] = server.service.inventory.pending()
+        reply = yield server.http("POST", f"/api/v1/pending/{entry.id}/deny")
+        self.assertEqual(reply.status, 200, reply)
+        self.assertEqual(reply.json()["status"], "denied")
+        reply = yield server.http("GET", "/api/v1/pending")
+        self.assertEqual(reply.json()["pending"][0]["status"], "denied")
+
+    @defer.inlineCallbacks
+    def test_approve_under_a_taken_id_is_a_conflict(self):
+        server = self.server
+        device = SSHCallHomeDevice(password="pw")
+        yield self.refused(device)
+        [entry] = server.service.inventory.pending()
+        other = SSHCallHomeDevice(password="pw")
+        reply = yield server.http("POST", "/api/v1/devices", body=ssh_device_table(other, "taken"))
+        self.assertEqual(reply.status, 201, reply)
+        reply = yield server.http("POST", f"/api/v1/pending/{entry.id}/approve", body={"id": "taken"})
+        self.assertEqual(reply.status, 409, reply)
+        reply = yield server.http("POST", f"/api/v1/pending/{entry.id}/approve", body={"colour": "red"})
+        self.assertEqual(reply.status, 400, reply)
