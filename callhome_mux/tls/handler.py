@@ -33,8 +33,9 @@ C{tls_cipher}, C{alpn}, C{certificate_fingerprint} ...).
 
 Events: C{tls.handshake.started}, C{tls.handshake.timeout},
 C{tls.handshake.failed}, C{tls.certificate.refused} (C{reason}, C{detail},
-C{fingerprint}, C{subject}), C{tls.certificate.accepted}, C{tls.protocol.decided}
-(C{protocol}, C{decided_by}), C{tls.protocol.refused}.
+C{fingerprint}, C{subject}), C{tls.certificate.accepted}, C{tls.verify.error}
+(an unknown-device policy raised), C{tls.protocol.decided} (C{protocol},
+C{decided_by}), C{tls.protocol.refused}.  All carry C{connection_id} and C{peer}.
 """
 
 from __future__ import annotations
@@ -205,6 +206,10 @@ class TLSCallHome(Protocol):
             self._emit("tls.certificate.refused", direction=self.direction, **refusal.event_fields())
             self._close()
             return
+        except Exception as error:  # a broken unknown-device policy must not leave the connection hanging
+            self._emit("tls.verify.error", direction=self.direction, reason=repr(error))
+            self._close()
+            return
         self.identified = identified
         self.details.update(
             device_id=identified.device_id,
@@ -288,9 +293,13 @@ class TLSCallHome(Protocol):
             return
         else:
             self.details["transport"] = "restconf"
-            protocol = self.handler.restconf_factory(
-                self.identified.device_id, self.handler.events, details=self.details, clock=self.handler.clock
-            )
+            try:
+                protocol = self.handler.restconf_factory(
+                    self.identified.device_id, self.handler.events, details=self.details, clock=self.handler.clock
+                )
+            except Exception as error:
+                self._refuse_protocol(f"the RESTCONF client could not start: {error!r}")
+                return
         self.state = "running"
         self.delegate = protocol
         protocol.makeConnection(self.transport)
