@@ -8,10 +8,12 @@ Deferred, and timers that matter run on a L{task.Clock}.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from typing import Any, Dict, List
 
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
@@ -21,6 +23,7 @@ from callhome_mux.events import EventBus
 from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
 from callhome_mux.netconf.settings import NetconfSettings
 from callhome_mux.sessions import SessionRegistry
+from callhome_mux.settings import ConfigError
 from callhome_mux.testing.certs import test_pki
 from callhome_mux.testing.tls_device import HandoffListener, TLSCallHomeDevice
 from callhome_mux.tls.handler import TLSHandler
@@ -416,3 +419,44 @@ class DecisionTests(TestCase):
         yield manager.call_home(self, device, "silent")
         refused = yield manager.log.when("tls.protocol.refused")
         self.assertIn("no RESTCONF client", refused["reason"])
+
+
+class ConfigurationTests(TestCase):
+    def test_unusable_key_file_names_the_key(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = test_pki().write(directory)
+        settings = TLSSettings(certificate_file=paths["manager.crt"], private_key_file=paths["device.key"])
+        with self.assertRaises(ConfigError) as caught:
+            TLSHandler(DeviceDirectory(), SessionRegistry(EventBus()), EventBus(), settings, NetconfSettings(), directory)
+        self.assertTrue(str(caught.exception).startswith("tls.private_key_file"), str(caught.exception))
+        self.assertNotIn("BEGIN", str(caught.exception))
+
+    def test_generated_identity_serves(self):
+        """Without a configured certificate the handler generates one and uses it."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        events = EventBus()
+        seen = []
+        events.addObserver(seen.append)
+        handler = TLSHandler(DeviceDirectory(), SessionRegistry(events), events, TLSSettings(), NetconfSettings(), directory)
+        self.assertTrue(handler.identity.generated)
+        self.assertEqual(seen[0]["event"], "tls.identity.generated")
+        self.assertEqual(seen[0]["fingerprint"], handler.identity.fingerprint)
+
+    @defer.inlineCallbacks
+    def test_reload_trust_picks_up_a_new_crl(self):
+        """A CRL reissued on disk revokes a device from its next call home on."""
+        manager = Manager(self, CLIENT_HELLO, [Device("device1.example.net")])
+        device = device_with(test_pki().device)
+        yield manager.call_home(self, device, "client-hello")
+        yield manager.registry.whenConnected("device1.example.net")
+        yield device.disconnect()
+        pki = test_pki()
+        crl = pki._crl(pki.ca, [pki.revoked, pki.device], datetime.datetime.now(datetime.timezone.utc))
+        with open(manager.paths["crl.pem"], "wb") as handle:
+            handle.write(crl.public_bytes(serialization.Encoding.PEM))
+        manager.handler.reloadTrust()
+        yield manager.call_home(self, device, "client-hello")
+        refused = yield manager.log.when("tls.certificate.refused")
+        self.assertEqual(refused["reason"], "revoked")

@@ -21,9 +21,9 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
+from callhome_mux.settings import ConfigError
 from callhome_mux.tls.identity import Identity
 from callhome_mux.tls.settings import TLSSettings
-from callhome_mux.tls.trust import TrustStore
 
 # TLS 1.3 suites are fixed by OpenSSL (all AEAD); this list is for 1.2.
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
@@ -43,11 +43,25 @@ def base_context(settings: TLSSettings, certificate_file: str, private_key_file:
     context.set_min_proto_version(_MIN_VERSION[settings.min_version])
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     context.set_cipher_list(TLS12_CIPHERS)
-    context.use_certificate_chain_file(certificate_file)
-    context.use_privatekey_file(private_key_file)
-    context.check_privatekey()
+    try:
+        context.use_certificate_chain_file(certificate_file)
+    except SSL.Error as error:
+        raise ConfigError(f"cannot use {certificate_file}: {_openssl_reason(error)}", "tls.certificate_file") from None
+    try:
+        context.use_privatekey_file(private_key_file)
+        context.check_privatekey()
+    except SSL.Error as error:
+        # The message names the file, never the key material.
+        raise ConfigError(f"cannot use {private_key_file}: {_openssl_reason(error)}", "tls.private_key_file") from None
     context.set_verify(SSL.VERIFY_PEER, _accept_for_now)
     return context
+
+
+def _openssl_reason(error: SSL.Error) -> str:
+    details = error.args[0] if error.args else None
+    if isinstance(details, list) and details and isinstance(details[0], tuple):
+        return "; ".join(str(item[-1]) for item in details)
+    return str(error)
 
 
 def client_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
@@ -58,7 +72,7 @@ def client_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
     return context
 
 
-def server_context(settings: TLSSettings, identity: Identity, trust: TrustStore = None) -> SSL.Context:
+def server_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
     """For the ClientHello direction: the device is the TLS client and must show a certificate."""
     context = base_context(settings, identity.certificate_file, identity.private_key_file)
     # No CA list in the CertificateRequest: pyOpenSSL's API for it is

@@ -118,8 +118,18 @@ class TLSHandler:
         )
         self._creators = {
             ConnectionKind.TLS_SILENT: ConnectionCreator(client_context(settings, self.identity)),
-            ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity, self.trust)),
+            ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity)),
         }
+
+    def reloadTrust(self) -> None:
+        """
+        Read the trust anchor and CRL files again (CRLs are reissued
+        regularly); new connections use them.  A broken file raises
+        L{ConfigError} and leaves the current ones in force.
+        """
+        trust = TrustStore.from_settings(self.settings)
+        self.trust = self.verifier.trust = trust
+        self.events.emit("tls.trust.reloaded", anchors=len(trust.anchors), crls=len(trust.crls))
 
     @property
     def unknown_device_policy(self) -> UnknownDevicePolicy:
