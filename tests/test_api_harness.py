@@ -11,6 +11,8 @@ Agent-based client returning (status, headers, body).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer, reactor
@@ -72,15 +74,23 @@ def ssh_device_table(device: SSHCallHomeDevice, device_id: str, **extra) -> Dict
     }
 
 
+def temporary_directory(testcase) -> str:
+    path = tempfile.mkdtemp(prefix="callhome-api-test-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
 class APIServer:
-    def __init__(self, testcase, devices=(), policy: str = "pending", **api_settings):
+    def __init__(self, testcase, devices=(), policy: str = "pending", sections=None, **api_settings):
         self.testcase = testcase
-        self.state_dir = testcase.mktemp()
+        # Not testcase.mktemp(): under pytest that lands in the working tree.
+        self.state_dir = temporary_directory(testcase)
         document = {
             "listen": ["tcp:0:interface=127.0.0.1"],
             "state_dir": self.state_dir,
             "inventory": {"unknown_device_policy": policy},
             "devices": list(devices),
+            **(sections or {}),
         }
         self.service = CallHomeService(config_from_document(document), reactor)
         settings = {"listen": "tcp:0:interface=127.0.0.1", **api_settings}
