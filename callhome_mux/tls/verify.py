@@ -175,12 +175,7 @@ class CertificateVerifier:
     def _verified_chain(self, leaf, intermediates, now) -> Tuple[x509.Certificate, ...]:
         if not self.trust.anchors:
             raise CertificateRefused(UNTRUSTED_CHAIN, "no trust anchors are configured and the certificate is not pinned")
-        store = crypto.X509Store()
-        for anchor in self.trust.anchors:
-            store.add_cert(crypto.X509.from_cryptography(anchor))
-        # An intermediate CA may be the configured anchor (trust a
-        # vendor's device sub-CA without its root).
-        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+        store = self._store()
         store.set_time(now.replace(tzinfo=None))
         context = crypto.X509StoreContext(
             store, crypto.X509.from_cryptography(leaf), [crypto.X509.from_cryptography(c) for c in intermediates]
@@ -193,6 +188,18 @@ class CertificateVerifier:
             where = "the certificate" if not depth else f"CA certificate at depth {depth}"
             raise CertificateRefused(reason, f"{where}: {message}") from None
         return tuple(certificate.to_cryptography() for certificate in verified)
+
+    def _store(self) -> crypto.X509Store:
+        # Built once per trust store (reloadTrust swaps the trust store).
+        if getattr(self, "_store_for", None) is not self.trust:
+            store = crypto.X509Store()
+            for anchor in self.trust.anchors:
+                store.add_cert(crypto.X509.from_cryptography(anchor))
+            # An intermediate CA may be the configured anchor (trust a
+            # vendor's device sub-CA without its root).
+            store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+            self._cached_store, self._store_for = store, self.trust
+        return self._cached_store
 
     # -- revocation -----------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""
+The deciding step of L{TLSCallHome} without sockets: held bytes, chunking, timers.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import protocol, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.connection import ClassifiedConnection, ConnectionKind
+from callhome_mux.events import EventBus
+from callhome_mux.inventory.model import Device
+from callhome_mux.tls import handler as handler_module
+from callhome_mux.tls.settings import TLSSettings
+from callhome_mux.tls.verify import Identified
+
+HELLO = b'<?xml version="1.0"?><hello xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><capabilities/></hello>]]>]]>'
+
+
+class Recorder(protocol.Protocol):
+    def __init__(self, *args, **kwargs):
+        self.received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+
+
+class FakeHandler:
+    def __init__(self, clock):
+        self.clock = clock
+        self.settings = TLSSettings(protocol_decision_wait=2.0)
+        self.events = EventBus(clock=clock)
+        self.records = []
+        self.events.addObserver(self.records.append)
+        self.restconf = []
+        self.restconf_factory = self._restconf
+
+    def _restconf(self, device_id, events, details=None, clock=None):
+        built = Recorder()
+        self.restconf.append(built)
+        return built
+
+
+def deciding(clock=None):
+    """A TLSCallHome whose handshake and verification are done, at the decision step."""
+    clock = clock or task.Clock()
+    fake = FakeHandler(clock)
+    address = IPv4Address("TCP", "192.0.2.1", 4334)
+    connection = ClassifiedConnection("c1", ConnectionKind.TLS_SILENT, StringTransport(), address, address)
+    callhome = handler_module.TLSCallHome(fake, connection)
+    callhome.makeConnection(StringTransport())
+    callhome._cancel_timer()
+    callhome.identified = Identified(Device("d1"), "sha256:" + "0" * 64, "CN=d1", "pinned-fingerprint", ())
+    callhome.state = "deciding"
+    netconf = []
+    callhome._netconf_protocol = lambda: netconf.append(Recorder()) or netconf[-1]
+    return callhome, fake, netconf
+
+
+class DecidingTests(TestCase):
+    @settings(max_examples=60, deadline=None)
+    @given(st.text(" \r\n\t", max_size=4).map(str.encode), st.lists(st.integers(1, len(HELLO)), max_size=6))
+    def test_hello_in_any_chunks(self, leading, cuts):
+        """However the <hello> is split, NETCONF is chosen and receives every byte, in order."""
+        callhome, fake, netconf = deciding()
+        callhome._decide(None)
+        stream = leading + HELLO
+        points = sorted(set(cut for cut in cuts if cut < len(stream)))
+        for start, end in zip([0] + points, points + [len(stream)]):
+            callhome.dataReceived(stream[start:end])
+        self.assertEqual(len(netconf), 1)
+        self.assertEqual(netconf[0].received, stream)
+        self.assertEqual(fake.restconf, [])
+
+    def test_bytes_before_the_decision_step(self):
+        """A <hello> that arrived with the handshake's last record is held and replayed."""
+        callhome, fake, netconf = deciding()
+        callhome.state = "deciding"
+        callhome._held = [HELLO[:10]]
+        callhome._decide(None)
+        self.assertEqual(netconf[0].received, HELLO[:10])
+
+    def test_whitespace_then_silence_is_restconf(self):
+        clock = task.Clock()
+        callhome, fake, netconf = deciding(clock)
+        callhome._decide(None)
+        callhome.dataReceived(b"\r\n")
+        clock.advance(2.0)
+        self.assertEqual(netconf, [])
+        self.assertEqual(fake.restconf[0].received, b"\r\n")
+        decided = [r for r in fake.records if r["event"] == "tls.protocol.decided"]
+        self.assertEqual(decided[0]["decided_by"], "silence")
+
+    def test_alpn_wins_over_first_bytes(self):
+        callhome, fake, netconf = deciding()
+        callhome._held = [HELLO]
+        callhome._decide(b"http/1.1")
+        self.assertEqual(netconf, [])
+        self.assertEqual(fake.restconf[0].received, HELLO)
+
+    def test_flood_before_decision(self):
+        callhome, fake, netconf = deciding()
+        callhome._decide(None)
+        callhome.dataReceived(b" " * (handler_module.MAX_UNDECIDED_BYTES + 1))
+        refused = [r for r in fake.records if r["event"] == "tls.protocol.refused"]
+        self.assertIn("bytes before the protocol was known", refused[0]["reason"])
+        self.assertTrue(callhome.transport.disconnecting)
