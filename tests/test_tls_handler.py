@@ -460,3 +460,21 @@ class ConfigurationTests(TestCase):
         yield manager.call_home(self, device, "client-hello")
         refused = yield manager.log.when("tls.certificate.refused")
         self.assertEqual(refused["reason"], "revoked")
+
+
+class HardeningTests(TestCase):
+    def test_context_options(self):
+        from OpenSSL import SSL
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        events = EventBus()
+        handler = TLSHandler(DeviceDirectory(), SessionRegistry(events), events, TLSSettings(), NetconfSettings(), directory)
+        for kind in (SILENT, CLIENT_HELLO):
+            context = handler._creators[kind].context
+            options = context.set_options(0)  # returns the options in force
+            self.assertTrue(options & SSL.OP_NO_COMPRESSION, kind)
+            self.assertTrue(options & SSL.OP_NO_RENEGOTIATION, kind)
+            connection = SSL.Connection(context, None)
+            ciphers = connection.get_cipher_list()
+            self.assertFalse([c for c in ciphers if "CBC" in c or "RC4" in c or c.startswith("AES") or "NULL" in c], ciphers)
