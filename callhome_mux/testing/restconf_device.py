@@ -384,11 +384,12 @@ class _RestconfResource(Resource):
         numbers = self.device._connection_numbers
         number = numbers.setdefault(id(request.channel), len(numbers) + 1)
         self.device.requests.append(SeenRequest(request.method.decode(), request.uri.decode(), number))
-        self.device._tell_request_waiters()
         if self.device.holding:
             self.device.held.append(request)
-            return server.NOT_DONE_YET
-        self.device.answer(request)
+        else:
+            self.device.answer(request)
+        # Last: a waiter sees the request already held (or answered).
+        self.device._tell_request_waiters()
         return server.NOT_DONE_YET
 
 
