@@ -309,6 +309,8 @@ class TimeoutAndLossTests(DeviceCase):
         self.assertIn("timed out", str(reason))
         self.assertEqual(len(self.event("restconf.request.timeout")), 1)
         self.assertEqual(len(self.event("restconf.session.lost")), 1)
+        # The timed-out request was already failed: nobody else was waiting.
+        self.assertEqual(self.event("restconf.session.lost")[0]["outstanding"], 0)
 
     @defer.inlineCallbacks
     def test_device_closing_mid_request_fails_all_outstanding(self):

@@ -207,8 +207,9 @@ class SerialHTTPClient:
 
     @property
     def pending(self) -> int:
-        """Requests not yet answered: the one on the wire plus the queue."""
-        return len(self._queue) + (1 if self._current is not None else 0)
+        """Requests whose callers still wait: the one on the wire plus the queue."""
+        waiting = [self._current] if self._current is not None else []
+        return sum(1 for exchange in waiting + list(self._queue) if not exchange.done)
 
     # -- the caller side ------------------------------------------------
 
