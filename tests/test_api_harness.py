@@ -81,10 +81,10 @@ def temporary_directory(testcase) -> str:
 
 
 class APIServer:
-    def __init__(self, testcase, devices=(), policy: str = "pending", sections=None, **api_settings):
+    def __init__(self, testcase, devices=(), policy: str = "pending", sections=None, state_dir=None, **api_settings):
         self.testcase = testcase
         # Not testcase.mktemp(): under pytest that lands in the working tree.
-        self.state_dir = temporary_directory(testcase)
+        self.state_dir = state_dir or temporary_directory(testcase)
         document = {
             "listen": ["tcp:0:interface=127.0.0.1"],
             "state_dir": self.state_dir,
