@@ -110,6 +110,8 @@ class Child:
                 raise RuntimeError(f"{self.name} exited (see {_logdir()}/{self.name}.stderr)")
             if key in line:
                 return line
+            if "error" in line:
+                raise RuntimeError(f"{self.name}: {line['error']}")
 
     def ask(self, command: str, key: str, timeout: float = 120.0) -> Dict[str, Any]:
         self.send(command)

@@ -60,33 +60,40 @@ def build_service(args):
             }
     config = config_from_document(document)
     service = CallHomeService(config)
-    wiring = "service"
+    return service, tls_paths, devices
+
+
+def ensure_handlers(service, args, tls_paths, devices):
+    """After start: use the service's own handlers; register ours only where it has none."""
+    from callhome_mux.connection import ConnectionKind
+    from callhome_mux.inventory.config import devices_from_tables
+
     kind_needed = ConnectionKind.SSH if args.kind == "ssh" else ConnectionKind.TLS_SILENT
-    if kind_needed not in service.handlers:
-        wiring = "bench"
-        if len(service.directory) == 0:
-            service.directory.replace(devices_from_tables(config.devices))
-        if args.kind == "ssh":
-            from callhome_mux.ssh.handler import SSHHandler
+    if kind_needed in service.handlers:
+        return "service"
+    if len(service.directory) == 0:
+        service.directory.replace(devices_from_tables(devices))
+    if args.kind == "ssh":
+        from callhome_mux.ssh.handler import SSHHandler
 
-            handler = SSHHandler(service.directory, service.registry, service.events)
-            service.registerHandler(ConnectionKind.SSH, handler)
-        else:
-            from callhome_mux.inventory.model import CertToNameRule
-            from callhome_mux.netconf.settings import NetconfSettings
-            from callhome_mux.tls.handler import TLSHandler
-            from callhome_mux.tls.settings import TLSSettings
+        service.registerHandler(ConnectionKind.SSH, SSHHandler(service.directory, service.registry, service.events))
+    else:
+        from callhome_mux.inventory.model import CertToNameRule
+        from callhome_mux.netconf.settings import NetconfSettings
+        from callhome_mux.tls.handler import TLSHandler
+        from callhome_mux.tls.settings import TLSSettings
 
-            settings = TLSSettings(
-                certificate_file=tls_paths["manager.crt"],
-                private_key_file=tls_paths["manager.key"],
-                trust_anchor_files=(tls_paths["ca.crt"],),
-                cert_to_name=(CertToNameRule(args.ca_fingerprint, "common-name"),),
-            )
-            handler = TLSHandler(service.directory, service.registry, service.events, settings, NetconfSettings(), state_dir)
-            service.registerHandler(ConnectionKind.TLS_SILENT, handler)
-            service.registerHandler(ConnectionKind.TLS_CLIENT_HELLO, handler)
-    return service, wiring
+        settings = TLSSettings(
+            certificate_file=tls_paths["manager.crt"],
+            private_key_file=tls_paths["manager.key"],
+            trust_anchor_files=(tls_paths["ca.crt"],),
+            cert_to_name=(CertToNameRule(args.ca_fingerprint, "common-name"),),
+        )
+        handler = TLSHandler(service.directory, service.registry, service.events, settings, NetconfSettings(),
+                             service.state_dir)
+        service.registerHandler(ConnectionKind.TLS_SILENT, handler)
+        service.registerHandler(ConnectionKind.TLS_CLIENT_HELLO, handler)
+    return "bench"
 
 
 def _demux_extra(args):
@@ -182,6 +189,26 @@ class Commands:
 
         return d.addCallback(done)
 
+    _snapshot = None
+
+    def snap(self):
+        import tracemalloc
+
+        gc.collect()
+        self._snapshot = tracemalloc.take_snapshot()
+        return {"snap": True}
+
+    def memtop(self, count="30", group="lineno"):
+        import tracemalloc
+
+        gc.collect()
+        now = tracemalloc.take_snapshot()
+        stats = now.compare_to(self._snapshot, group)
+        top = [f"{s.size_diff / 1024:10.0f} KiB {s.count_diff:8d} blocks  {s.traceback.format()[-1].strip() if group == 'traceback' else s.traceback}"
+               for s in stats[: int(count)]]
+        total = sum(s.size_diff for s in stats)
+        return {"memtop": top, "total_kib": total / 1024}
+
     def gc(self):
         gc.collect()
         return {"gc": True, **process_stats()}
@@ -197,6 +224,7 @@ def main():
     parser.add_argument("--log", choices=("none", "text"), default="none")
     parser.add_argument("--silence-timeout", type=float, default=0.0)
     parser.add_argument("--profile", help="write a cProfile of the whole run here")
+    parser.add_argument("--tracemalloc", type=int, default=0, help="trace allocations with this many frames (memtop)")
     args = parser.parse_args()
 
     if "twisted.internet.reactor" not in sys.modules:
@@ -213,15 +241,21 @@ def main():
     else:
         globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
 
-    service, wiring = build_service(args)
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(args.tracemalloc)
+    service, tls_paths, devices = build_service(args)
     service.startService()
-    gc.collect()
 
     def listening(ports):
+        wiring = ensure_handlers(service, args, tls_paths, devices)
+        gc.collect()
         emit(port=ports[0].getHost().port, pid=os.getpid(), wiring=wiring, **process_stats())
 
-    service.whenListening().addCallback(listening)
-    serve_control({name: getattr(Commands(service), name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc")})
+    service.whenListening().addCallback(listening).addErrback(lambda f: emit(error=f.getTraceback()))
+    commands = Commands(service)
+    serve_control({name: getattr(commands, name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop")})
     if args.profile:
         import cProfile
 

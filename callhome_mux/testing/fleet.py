@@ -222,14 +222,23 @@ class _Fleet:
         from twisted.internet.endpoints import TCP4ClientEndpoint
 
         args = self.args
-        for device in self.devices:
+
+        def dial(device):
             index = device._fleet_index
             self.starts[index] = time.time()
-            factory = device._fleet_factory
             endpoint = TCP4ClientEndpoint(reactor, args.host, args.port, timeout=60, bindAddress=(args.source, 0))
-            d = endpoint.connect(factory)
+            d = endpoint.connect(device._fleet_factory)
             d.addCallbacks(self.connections.append, self._connect_failed, errbackArgs=(index,))
-        reactor.callLater(args.timeout, self._report, True)
+
+        if args.rate:
+            # Paced: args.rate connections per second, in 10 ms steps.
+            per_step = max(1, int(args.rate / 100))
+            for step, start in enumerate(range(0, len(self.devices), per_step)):
+                reactor.callLater(step * per_step / args.rate, lambda batch=self.devices[start:start + per_step]: [dial(d) for d in batch])
+        else:
+            for device in self.devices:
+                dial(device)
+        reactor.callLater(args.timeout + (len(self.devices) / args.rate if args.rate else 0), self._report, True)
 
     def _connect_failed(self, failure, index) -> None:
         self.failed[index] = failure.getErrorMessage()
@@ -399,6 +408,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--big-reply", type=int, default=0, help="bytes of <data> in the reply to <get>")
     parser.add_argument("--pki", help="directory of write_pki() (TLS)")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="connections per second (0: all at once)")
     args = parser.parse_args(argv)
 
     if "twisted.internet.reactor" not in sys.modules:
