@@ -179,6 +179,12 @@ class EventHub:
         if self.metrics is not None:
             self.metrics.event_clients.set(len(self.clients))
         client.start()
+        self.events.emit(
+            "api.events.client.connected",
+            token_id=client.principal.token_id,
+            devices=sorted(client.devices),
+            kinds=list(client.kinds),
+        )
 
     def remove(self, client: EventClient) -> None:
         self.clients.discard(client)
