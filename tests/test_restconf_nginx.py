@@ -73,6 +73,8 @@ YANG_LIBRARY = {
         ],
     }
 }
+#: The readiness probe's request, left out of the access-log checks.
+PROBE_PATH = "/.well-known/host-meta?readiness-probe"
 INTERFACES = {"ietf-interfaces:interfaces": {"interface": [{"name": "eth0", "enabled": True}]}}
 
 
@@ -93,6 +95,29 @@ class _Process(protocol.ProcessProtocol):
     def processEnded(self, reason):
         self.running = False
         self.ended.callback(reason.value)
+
+
+class _Probe(protocol.Protocol):
+    """One HTTP/1.0 request for host-meta; C{done} fires with the whole answer."""
+
+    def __init__(self):
+        self.done = defer.Deferred()
+        self.answer = b""
+
+    def connectionMade(self):
+        self.transport.write(f"GET {PROBE_PATH} HTTP/1.0\r\nHost: probe\r\n\r\n".encode())
+        # A stranger on the port may never answer: give up on it.
+        self._give_up = reactor.callLater(2, self.transport.abortConnection)
+
+    def dataReceived(self, data):
+        self.answer += data
+        if len(self.answer) > 65536:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason=None):
+        if self._give_up.active():
+            self._give_up.cancel()
+        self.done.callback(self.answer)
 
 
 class _Listener(protocol.Factory):
@@ -131,9 +156,6 @@ class NginxDeviceTests(unittest.TestCase):
         data = os.path.join(www, "restconf", "data")
         self._write(os.path.join(data, "ietf-yang-library:yang-library"), json.dumps(YANG_LIBRARY))
         self._write(os.path.join(data, "ietf-interfaces:interfaces"), json.dumps(INTERFACES))
-        self.nginx_port = _free_port()
-        with open(os.path.join(self.tmp, "nginx.conf"), "w") as conf:
-            conf.write(NGINX_CONF.format(tmp=self.tmp, port=self.nginx_port))
         self.clock = task.Clock()
         self.events = EventBus(clock=self.clock)
         self.seen = []
@@ -162,19 +184,39 @@ class NginxDeviceTests(unittest.TestCase):
         return process
 
     @defer.inlineCallbacks
+    def _start_nginx(self):
+        """nginx on a free port; a port taken between our probe and nginx's bind is retried."""
+        for _ in range(3):
+            self.nginx_port = _free_port()
+            with open(os.path.join(self.tmp, "nginx.conf"), "w") as conf:
+                conf.write(NGINX_CONF.format(tmp=self.tmp, port=self.nginx_port))
+            argv = [NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"), "-e", os.path.join(self.tmp, "error.log")]
+            nginx = self._spawn("nginx", argv)
+            listening = yield self._wait_until_listening(nginx)
+            if listening:
+                return nginx
+            if "Address already in use" not in self._error_log():
+                break
+        self.fail(f"nginx did not start: {nginx.output.decode(errors='replace')}{self._error_log()}")
+
+    @defer.inlineCallbacks
     def _wait_until_listening(self, nginx):
-        """Connect until nginx accepts (it gives no other readiness signal); fail if it dies."""
+        """Connect until nginx accepts (it gives no other readiness signal); False if it exits."""
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.nginx_port, timeout=2)
         for _ in range(400):
             if not nginx.running:
-                self.fail(f"nginx exited: {nginx.output.decode(errors='replace')}{self._error_log()}")
+                return False
             try:
-                probe = yield endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+                probe = yield endpoint.connect(protocol.Factory.forProtocol(_Probe))
             except error.ConnectError:
                 yield task.deferLater(reactor, 0.025, lambda: None)
                 continue
-            probe.transport.loseConnection()
-            return
+            # Something listens: make sure it is our nginx serving our tree,
+            # not whoever took the port between our probe and nginx's bind.
+            answer = yield probe.done
+            if HOST_META.encode() in answer:
+                return True
+            yield task.deferLater(reactor, 0.025, lambda: None)
         self.fail(f"nginx never listened on {self.nginx_port}{self._error_log()}")
 
     def _error_log(self):
@@ -183,12 +225,12 @@ class NginxDeviceTests(unittest.TestCase):
 
     def _access_log(self):
         with open(os.path.join(self.tmp, "access.log")) as log:
-            return [line.split(" ", 2) for line in log.read().splitlines()]
+            lines = [line for line in log.read().splitlines() if PROBE_PATH not in line]
+        return [line.split(" ", 2) for line in lines]
 
     @defer.inlineCallbacks
     def test_client_over_a_socat_call_home_to_nginx(self):
-        nginx = self._spawn("nginx", [NGINX, "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf"), "-e", os.path.join(self.tmp, "error.log")])
-        yield self._wait_until_listening(nginx)
+        yield self._start_nginx()
 
         listener = _Listener(self.events, self.clock)
         port = reactor.listenTCP(0, listener, interface="127.0.0.1")
