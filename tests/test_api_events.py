@@ -272,6 +272,8 @@ class EventClientUnitTests(unittest.TestCase):
         self.assertEqual(dropped["queued"], 4)  # one past the limit of 3
         self.assertNotIn("token", dropped)
         # The other client got everything, and the drop notice.
-        self.assertEqual(sum(1 for chunk in other_request.written if chunk.startswith(b"id:")), 5)
+        names = [chunk.split(b"\n")[1] for chunk in other_request.written if chunk.startswith(b"id:")]
+        self.assertEqual(names.count(b"event: flood"), 4)
+        self.assertEqual(names.count(b"event: api.events.client.dropped"), 1)
         # Its keepalive timer is gone.
         self.assertEqual([call for call in self.clock.getDelayedCalls() if call.active()].__len__(), 1)

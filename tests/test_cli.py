@@ -76,7 +76,7 @@ class Lines(protocol.ProcessProtocol):
 class CLITests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.device = SSHCallHomeDevice(username="admin", password="pw", datastore=Datastore(running=SYSTEM))
+        self.device = SSHCallHomeDevice(username="admin", password="Very-Secret-9", datastore=Datastore(running=SYSTEM))
         self.server = yield APIServer(self, [ssh_device_table(self.device, "r1", labels={"site": "lab"})]).start()
 
     @defer.inlineCallbacks
@@ -109,7 +109,7 @@ class CLITests(unittest.TestCase):
         self.assertIn("connected", result.out)
         self.assertIn("netconf-ssh", result.out)
         self.assertIn("session.up", result.out)
-        self.assertNotIn("pw", result.out.replace("password set", ""))
+        self.assertNotIn("Very-Secret-9", result.out)
         result = yield self.cli("sessions")
         self.assertEqual(result.code, 0, result)
         self.assertEqual(result.out.splitlines()[1].split()[:2], ["r1", "netconf-ssh"])
