@@ -77,12 +77,12 @@ class DevicesTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_runtime_device_add_change_remove(self):
         server = self.server
-        other = SSHCallHomeDevice(username="ops", password="pw2")
+        other = SSHCallHomeDevice(username="ops", password="Second-Secret-2")
         body = ssh_device_table(other, "r2", labels={"site": "lab"})
         reply = yield server.http("POST", "/api/v1/devices", body=body)
         self.assertEqual(reply.status, 201, reply)
         self.assertEqual(reply.json()["source"], "runtime")
-        self.assertNotIn(b"pw2", reply.body)
+        self.assertNotIn(b"Second-Secret-2", reply.body)
         reply = yield server.http("POST", "/api/v1/devices", body=body)
         self.assertEqual(reply.status, 409, reply)
         # PATCH changes only what it names; the password stays.
@@ -91,7 +91,7 @@ class DevicesTests(unittest.TestCase):
         self.assertEqual(reply.json()["labels"], {"site": "prod"})
         self.assertFalse(reply.json()["enabled"])
         device = server.service.inventory.get("r2")
-        self.assertEqual(device.credentials.password, "pw2")
+        self.assertEqual(device.credentials.password, "Second-Secret-2")
         self.assertEqual(device.ssh_host_keys, (other.host_key_line,))
         # PUT replaces the whole device.
         reply = yield server.http("PUT", "/api/v1/devices/r2", body={"ssh_host_keys": [other.fingerprint]})
@@ -100,7 +100,7 @@ class DevicesTests(unittest.TestCase):
         self.assertEqual(device.labels, {})
         self.assertIsNone(device.credentials.password)
         # The call is accepted with the new data; the device then logs in.
-        reply = yield server.http("PATCH", "/api/v1/devices/r2", body={"credentials": {"username": "ops", "password": "pw2"}})
+        reply = yield server.http("PATCH", "/api/v1/devices/r2", body={"credentials": {"username": "ops", "password": "Second-Secret-2"}})
         self.assertEqual(reply.status, 200, reply)
         yield server.connect(other, "r2")
         closed = server.whenEvent("session.lost", device_id="r2")
