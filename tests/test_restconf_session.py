@@ -207,6 +207,8 @@ class XMLHelperTests(DeviceCase):
         output = yield session.invoke("example-ops:reboot", request, encoding="xml")
         self.assertEqual(output.data.tag, f"{{{OPS_NS}}}output")
         self.assertEqual(output.data.findtext(f"{{{OPS_NS}}}message"), "rebooting in 2 seconds")
+        from_dict = yield session.invoke("example-ops:reboot", {"delay": 7}, encoding="xml")
+        self.assertEqual(from_dict.data.findtext(f"{{{OPS_NS}}}message"), "rebooting in 7 seconds")
         action = yield session.invoke("ietf-interfaces:interfaces/interface=eth1/example-ops:reset", encoding="xml")
         self.assertEqual(action.data.findtext(f"{{{OPS_NS}}}reset-at"), "2026-01-01T00:00:00Z")
 
@@ -232,7 +234,10 @@ class ErrorReplyTests(DeviceCase):
             self.assertEqual(missing.errors[0].error_path, "/ietf-interfaces:interfaces/interface=nope")
             self.assertEqual(missing.errors[0].error_type, "protocol")
             yield self.assertRestconfError(session.invoke("example-ops:nonexistent", encoding=encoding), 404, "invalid-value")
-            yield self.assertRestconfError(session.delete("example-system:system/location"), 404, "data-missing")
+            gone = yield self.assertRestconfError(
+                session.delete("example-system:system/location", encoding=encoding), 404, "data-missing"
+            )
+            self.assertEqual(gone.body[:1], b"<" if encoding == "xml" else b"{")
         exists = yield self.assertRestconfError(
             session.post("ietf-interfaces:interfaces", {"ietf-interfaces:interface": [{"name": "eth0"}]}), 409, "data-exists"
         )

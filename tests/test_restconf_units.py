@@ -66,6 +66,15 @@ class EncodingTests(unittest.TestCase):
         self.assertRaises(UnsafeContent, decode, b"<a>", "application/yang-data+xml")
         self.assertRaises(UnsafeContent, decode, b"{", "application/yang-data+json")
 
+    def test_element_from_dict(self):
+        from callhome_mux.restconf.encoding import element_from_dict
+
+        element = element_from_dict("input", "urn:x", {"a": 1, "m:flag": True, "c": {"d": "e"}, "l": ["p", "q"]})
+        self.assertEqual(
+            encode(element, "xml"),
+            b'<input xmlns="urn:x"><a>1</a><flag>true</flag><c><d>e</d></c><l>p</l><l>q</l></input>',
+        )
+
     def test_decode_and_encode(self):
         self.assertEqual(decode(b'{"a:b": 1}', "application/yang-data+json"), {"a:b": 1})
         self.assertIsNone(decode(b"", "application/yang-data+json"))

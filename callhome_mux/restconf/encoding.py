@@ -11,7 +11,7 @@ entities) whatever the parser's defaults become.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from lxml import etree
 
@@ -96,6 +96,29 @@ def decode(body: bytes, content_type: Optional[str]) -> Any:
     if kind == XML:
         return parse_xml(body)
     return body
+
+
+def element_from_dict(name: str, namespace: str, value: Any) -> etree._Element:
+    """
+    C{<name xmlns=namespace>} holding C{value}: dicts become child elements,
+    lists repeat their element, booleans become C{true}/C{false}.  Enough for
+    operation input parameters; data trees should be built as elements.
+    """
+    element = etree.Element(f"{{{namespace}}}{name}", nsmap={None: namespace})
+    _fill(element, namespace, value)
+    return element
+
+
+def _fill(element, namespace: str, value: Any) -> None:
+    if isinstance(value, Mapping):
+        for child_name, child_value in value.items():
+            local = child_name.split(":", 1)[-1]
+            for item in child_value if isinstance(child_value, list) else [child_value]:
+                _fill(etree.SubElement(element, f"{{{namespace}}}{local}"), namespace, item)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif value is not None:
+        element.text = str(value)
 
 
 def encode(data: Any, encoding: str) -> bytes:

@@ -365,8 +365,9 @@ class RestconfSession:
         """Plain merge into an existing target (RFC 8040 §4.6.1)."""
         return self._call("PATCH", self.data_target(path), "", data, encoding)
 
-    def delete(self, path: str) -> defer.Deferred:
-        return self._call("DELETE", self.data_target(path), "", None, None)
+    def delete(self, path: str, encoding=None) -> defer.Deferred:
+        """Delete the target (204); C{encoding} is the one asked for an error reply."""
+        return self._call("DELETE", self.data_target(path), "", None, encoding)
 
     def invoke(self, operation_path: str, input: Body = None, encoding=None) -> defer.Deferred:
         """
@@ -375,7 +376,9 @@ class RestconfSession:
 
         A JSON C{input} not already wrapped is wrapped as
         C{{"module:input": input}} (the module of the operation's last
-        prefixed segment); an XML input must be the C{<input>} element.
+        prefixed segment).  In XML, C{input} is the C{<input>} element, or a
+        dict of parameters made into one in the module's namespace (from the
+        YANG library; nested dicts become containers, lists repeat).
         The reply's C{data} is the output, or C{None} (204).
         """
         encoding = encoding or self._protocol.settings.default_encoding
@@ -384,9 +387,16 @@ class RestconfSession:
             target = self.data_target(path)
         else:
             target = join_path(self.root + "/operations", path)
-        if input is not None and encoding == enc.JSON and isinstance(input, Mapping):
-            if not (len(input) == 1 and next(iter(input)).endswith(":input")):
-                input = {f"{_module_of(path)}:input": dict(input)}
+        module = _module_of(path)
+        if isinstance(input, Mapping):
+            wrapped = len(input) == 1 and next(iter(input)).endswith(":input")
+            if encoding == enc.JSON and not wrapped:
+                input = {f"{module}:input": dict(input)}
+            elif encoding == enc.XML:
+                namespace = self.yang_library.namespace(module) if self.yang_library else None
+                if namespace is None:
+                    raise ValueError(f"no namespace known for module {module!r}; pass the <input> element")
+                input = enc.element_from_dict("input", namespace, next(iter(input.values())) if wrapped else input)
         return self._call("POST", target, "", input, encoding)
 
     def data_target(self, path: str) -> str:
