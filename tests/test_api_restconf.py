@@ -15,7 +15,9 @@ from tests.test_api_harness import APIServer, temporary_directory
 DEVICE_ID = "device1.example.net"
 
 
-class RestconfPassthroughTests(unittest.TestCase):
+class RestconfDeviceCase(unittest.TestCase):
+    """A server with one RESTCONF device (TLS, ClientHello direction) connected."""
+
     @defer.inlineCallbacks
     def setUp(self):
         pki = test_pki()
@@ -36,6 +38,8 @@ class RestconfPassthroughTests(unittest.TestCase):
         yield self.tls_device.callHome(reactor, "127.0.0.1", self.server.port, "client-hello")
         self.session = yield up
 
+
+class RestconfPassthroughTests(RestconfDeviceCase):
     def restconf(self, method, path, **options):
         return self.server.http(method, f"/api/v1/devices/{DEVICE_ID}/restconf/{path}", **options)
 
