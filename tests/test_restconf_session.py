@@ -128,6 +128,10 @@ class JSONHelperTests(DeviceCase):
         self.assertEqual(shallow.data, {"example-system:system": {}})
         picked = yield session.get("example-system:system", fields=["hostname", "clock/timezone"])
         self.assertEqual(picked.data, {"example-system:system": {"hostname": "device-1", "clock": {"timezone": "UTC"}}})
+        nested = yield session.get("ietf-interfaces:interfaces", fields="interface(name;statistics/in-octets)")
+        self.assertEqual(
+            nested.data["ietf-interfaces:interfaces"]["interface"][0], {"name": "eth0", "statistics": {"in-octets": 1000}}
+        )
         defaults = yield session.get("example-system:system", with_defaults="report-all")
         self.assertEqual(defaults.data["example-system:system"]["contact"], "noc@example.net")
         self.assertEqual(reply.content_type, "application/yang-data+json")

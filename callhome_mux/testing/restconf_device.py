@@ -213,26 +213,56 @@ def prune_depth(value: Any, depth: int) -> Any:
     return value
 
 
+def expand_fields(expression: str) -> List[List[str]]:
+    """
+    RFC 8040 §4.8.3 C{fields} to a list of paths: C{a;b/c;d(e;f/g)} gives
+    C{[a], [b, c], [d, e], [d, f, g]}.
+    """
+    paths: List[List[str]] = []
+    for part in _split_top_level(expression):
+        if "(" in part:
+            if not part.endswith(")"):
+                raise Problem(400, "invalid-value", f"bad fields expression {expression}")
+            prefix, inner = part.split("(", 1)
+            for sub in expand_fields(inner[:-1]):
+                paths.append(prefix.split("/") + sub)
+        elif part:
+            paths.append(part.split("/"))
+    return paths
+
+
+def _split_top_level(expression: str) -> List[str]:
+    parts, depth, current = [], 0, ""
+    for char in expression:
+        if char == ";" and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            raise Problem(400, "invalid-value", f"bad fields expression {expression}")
+        current += char
+    if depth != 0:
+        raise Problem(400, "invalid-value", f"bad fields expression {expression}")
+    return parts + [current]
+
+
 def select_fields(value: Any, paths: List[List[str]]) -> Any:
+    """Keep only C{paths} below C{value}; list entries are filtered one by one."""
     if isinstance(value, list):
         return [select_fields(entry, paths) for entry in value]
     if not isinstance(value, dict):
         return value
-    chosen: Dict[str, Any] = {}
+    # Group by first step so that a;a/b style siblings merge, not overwrite.
+    grouped: Dict[str, List[List[str]]] = {}
     for path in paths:
         key = _find_child(value, path[0])
-        if key is None:
-            continue
-        if len(path) == 1:
-            chosen[key] = value[key]
-        else:
-            deeper = select_fields(value[key], [path[1:]])
-            previous = chosen.get(key)
-            if isinstance(previous, dict) and isinstance(deeper, dict):
-                previous.update(deeper)
-            else:
-                chosen[key] = deeper
-    return chosen
+        if key is not None:
+            grouped.setdefault(key, []).append(path[1:])
+    return {
+        key: value[key] if any(not rest for rest in rests) else select_fields(value[key], rests)
+        for key, rests in grouped.items()
+    }
 
 
 def filter_content(value: Any, content: str, name: str = "") -> Any:
@@ -670,8 +700,10 @@ class RestconfDevice:
             raise Problem(400, "invalid-value", f"bad content value {content}")
         value = filter_content(value, content, name or "")
         if "fields" in query:
-            paths = [p.split("/") for p in query["fields"][0].split(";") if p]
-            value = select_fields(value, paths)
+            value = select_fields(value, expand_fields(query["fields"][0]))
+        with_defaults = query.get("with-defaults", ["report-all"])[0]
+        if with_defaults not in ("report-all", "trim", "explicit", "report-all-tagged"):
+            raise Problem(400, "invalid-value", f"bad with-defaults value {with_defaults}")
         if "depth" in query:
             raw = query["depth"][0]
             if raw != "unbounded":
