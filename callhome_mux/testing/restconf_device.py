@@ -785,3 +785,78 @@ class RestconfDevice:
         self._input(request, "example-ops")
         target.value["statistics"] = {"in-octets": 0, "out-octets": 0}
         return 200, {"example-ops:output": {"reset-at": "2026-01-01T00:00:00Z"}}
+
+
+# -- command line (callhome-mux-device restconf) ----------------------------------
+
+
+def restconf_subcommand():
+    """
+    The C{restconf} subcommand of C{callhome-mux-device}: this simulator
+    calling home over TLS (or plain TCP with C{--plain}, for tests)::
+
+        callhome-mux-device restconf --connect 127.0.0.1:4336 \\
+            --certificate dev.crt --key dev.key --trust ca.crt --direction silent
+    """
+    from callhome_mux.testing.cli import Subcommand
+
+    return Subcommand(
+        "restconf",
+        "RESTCONF call home (RFC 8071 §4): dial out, serve RESTCONF over TLS",
+        _cli_arguments,
+        _cli_run,
+    )
+
+
+def _cli_arguments(parser) -> None:
+    from callhome_mux.testing.cli import parse_address
+
+    parser.add_argument("--connect", required=True, type=parse_address, metavar="HOST:PORT", help="manager to call")
+    parser.add_argument("--certificate", metavar="FILE", help="device certificate chain (PEM, leaf first)")
+    parser.add_argument("--key", metavar="FILE", help="device private key (PEM)")
+    parser.add_argument("--trust", metavar="FILE", action="append", default=[], help="CA the manager's certificate must chain to (repeatable)")
+    parser.add_argument("--direction", choices=("silent", "client-hello"), default="silent", help="who sends the ClientHello (default: silent, RFC 8071)")
+    parser.add_argument("--root", default="/restconf", help="RESTCONF root announced in host-meta")
+    parser.add_argument("--plain", action="store_true", help="no TLS (tests only)")
+    parser.add_argument("--reconnect", type=float, metavar="SECONDS", help="call home again this long after a disconnect")
+
+
+@defer.inlineCallbacks
+def _cli_run(reactor, options, out=None):
+    import sys
+
+    from twisted.internet import task
+
+    out = out or sys.stdout
+    host, port = options.connect
+    device = RestconfDevice(root=options.root)
+    if options.plain:
+        tls_device = None
+    else:
+        if not (options.certificate and options.key):
+            raise SystemExit("--certificate and --key are required unless --plain")
+        from cryptography import x509
+
+        with open(options.certificate, "rb") as handle:
+            certificate_pem = handle.read()
+        with open(options.key, "rb") as handle:
+            key_pem = handle.read()
+        anchors = []
+        for path in options.trust:
+            with open(path, "rb") as handle:
+                anchors.extend(x509.load_pem_x509_certificates(handle.read()))
+        tls_device = device.over_tls(certificate_pem, key_pem, anchors)
+    while True:
+        if tls_device is None:
+            yield device.call_home(reactor, host, port)
+        else:
+            connection = yield tls_device.callHome(reactor, host, port, options.direction)
+        print(f"called home to {host}:{port}", file=out)
+        if tls_device is None:
+            yield device.whenAllLost()
+        else:
+            yield tls_device.whenLost(connection)
+        print(f"disconnected after {len(device.requests)} requests", file=out)
+        if options.reconnect is None:
+            return 0
+        yield task.deferLater(reactor, options.reconnect, lambda: None)
