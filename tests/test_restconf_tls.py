@@ -8,6 +8,7 @@ the session once discovery is done.  The device is the simulator inside
 L{TLSCallHomeDevice}; the demultiplexer is its test stand-in.
 """
 
+import io
 import shutil
 import tempfile
 
@@ -21,15 +22,16 @@ from callhome_mux.netconf.settings import NetconfSettings
 from callhome_mux.restconf.session import RestconfSession, restconf_protocol
 from callhome_mux.sessions import SessionRegistry
 from callhome_mux.testing.certs import test_pki
-from callhome_mux.testing.restconf_device import RestconfDevice
+from callhome_mux.testing.cli import build_parser
+from callhome_mux.testing.restconf_device import RestconfDevice, restconf_subcommand
 from callhome_mux.testing.tls_device import HandoffListener
 from callhome_mux.tls.handler import TLSHandler
 from callhome_mux.tls.settings import TLSSettings
 
 
 class RestconfOverTLSTests(TestCase):
-    @defer.inlineCallbacks
-    def call_home(self, kind: ConnectionKind, direction: str):
+    def manager(self, kind: ConnectionKind):
+        """The TLS handler with our factory behind the demultiplexer's stand-in; returns (registry, port, paths)."""
         pki = test_pki()
         # Not self.mktemp(): under pytest that lands in the working tree.
         directory = tempfile.mkdtemp(prefix="callhome-restconf-tls-")
@@ -58,10 +60,16 @@ class RestconfOverTLSTests(TestCase):
         port = reactor.listenTCP(0, listener, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(listener.disconnect)
+        return registry, port.getHost().port, paths
+
+    @defer.inlineCallbacks
+    def call_home(self, kind: ConnectionKind, direction: str):
+        pki = test_pki()
+        registry, port, _ = self.manager(kind)
         self.device = RestconfDevice()
         tls_device = self.device.over_tls(pki.device.chain_pem, pki.device.key_pem, [pki.ca.certificate])
         self.addCleanup(tls_device.disconnect)
-        yield tls_device.callHome(reactor, "127.0.0.1", port.getHost().port, direction)
+        yield tls_device.callHome(reactor, "127.0.0.1", port, direction)
         session = yield registry.whenConnected("device1.example.net")
         return session
 
@@ -90,3 +98,20 @@ class RestconfOverTLSTests(TestCase):
 
     def test_client_hello_device(self):
         return self.assertWorks(ConnectionKind.TLS_CLIENT_HELLO, "client-hello")
+
+    @defer.inlineCallbacks
+    def test_command_line_device(self):
+        """C{callhome-mux-device restconf} with the test PKI's files calls home over TLS."""
+        registry, port, paths = self.manager(ConnectionKind.TLS_SILENT)
+        options = build_parser([restconf_subcommand]).parse_args([
+            "restconf", "--connect", f"127.0.0.1:{port}",
+            "--certificate", paths["device.crt"], "--key", paths["device.key"], "--trust", paths["ca.crt"],
+        ])
+        out = io.StringIO()
+        running = options.run(reactor, options, out)
+        session = yield registry.whenConnected("device1.example.net")
+        reply = yield session.get("example-system:system/hostname")
+        self.assertEqual(reply.data, {"example-system:hostname": "device-1"})
+        session.close("done")
+        self.assertEqual((yield running), 0)
+        self.assertIn("disconnected after 3 requests", out.getvalue())
