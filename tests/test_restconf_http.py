@@ -65,6 +65,15 @@ class SerialClientTests(unittest.TestCase):
         result = self.successResultOf(d)
         self.assertEqual((result.status, result.body, result.header("Content-Type")), (200, b'{"x": 1}', "application/yang-data+json"))
 
+    def test_connection_headers_stay_ours(self):
+        self.client.request("POST", "/a", {"Connection": "close", "Content-Length": "99", "Upgrade": "h2c", "If-Match": "x"}, b"{}")
+        wire = self.sent().lower()
+        self.assertNotIn(b"connection:", wire)
+        self.assertNotIn(b"upgrade:", wire)
+        self.assertEqual(wire.count(b"content-length:"), 1)
+        self.assertIn(b"content-length: 2\r\n", wire)
+        self.assertIn(b"if-match: x\r\n", wire)
+
     def test_body_sent_with_content_length(self):
         self.client.request("PUT", "/a", {"Content-Type": "application/yang-data+json"}, b'{"a": 1}')
         wire = self.sent()

@@ -51,6 +51,11 @@ from zope.interface import implementer
 from callhome_mux.restconf.errors import RequestTimeout, ResponseTooLarge, SessionLost, TooManyRequests
 
 
+#: Headers a caller may not set: the framing and the life of the one
+#: connection are ours (a stray "Connection: close" would end the session,
+#: a second Content-Length would desynchronise it).
+_OURS = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"})
+
 #: Kinds of C{on_broken} report.
 TIMEOUT = "timeout"
 ABANDONED = "abandoned"
@@ -251,6 +256,8 @@ class SerialHTTPClient:
         exchange = _Exchange(method.encode("ascii"), target.encode("ascii"), dict(headers), body)
         raw = Headers({b"host": [self._host]})
         for name, value in exchange.headers.items():
+            if name.lower() in _OURS:
+                continue
             raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
         producer = _BytesProducer(body) if body is not None else None
         # Request() checks the method and target for characters HTTP forbids.
