@@ -66,6 +66,14 @@ class RestconfPassthroughTests(RestconfDeviceCase):
         self.assertEqual(counters["restconf_requests"], 3)
 
     @defer.inlineCallbacks
+    def test_encoded_key_values_stay_encoded(self):
+        reply = yield self.restconf("GET", "data/ietf-interfaces:interfaces/interface=eth0%2F1?depth=1")
+        self.assertIn(reply.status, (200, 404), reply)
+        self.assertEqual(
+            self.device.requests[-1].uri, "/restconf/data/ietf-interfaces:interfaces/interface=eth0%2F1?depth=1"
+        )
+
+    @defer.inlineCallbacks
     def test_netconf_endpoints_refuse_a_restconf_session(self):
         reply = yield self.server.http("POST", f"/api/v1/devices/{DEVICE_ID}/netconf/rpc", body="<get/>")
         self.assertEqual(reply.status, 409, reply)

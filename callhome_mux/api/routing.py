@@ -148,6 +148,9 @@ class Route:
     handler: Handler
     #: Least role needed; C{None}: no token needed.
     role: Optional[str]
+    #: Parameters passed on still percent-encoded (a RESTCONF path keeps
+    #: its encoded key values: C{interface=eth0%2F1} is one key).
+    raw: Tuple[str, ...] = ()
 
 
 def compile_path(template: str) -> "re.Pattern[str]":
@@ -176,7 +179,8 @@ class Router(resource.Resource):
         self.routes: List[Route] = []
 
     def add(self, methods: str, template: str, handler: Handler, role: Optional[str]) -> None:
-        self.routes.append(Route(tuple(methods.split()), compile_path(template), handler, role))
+        raw = tuple(re.findall(r"\{([a-z_]+)\*\}", template))
+        self.routes.append(Route(tuple(methods.split()), compile_path(template), handler, role, raw))
 
     def render(self, request: server.Request):
         if self._on_finished is not None:
@@ -212,7 +216,9 @@ class Router(resource.Resource):
             if match is None:
                 continue
             if method in route.methods or (method == "HEAD" and "GET" in route.methods):
-                params = {key: unquote(value) for key, value in match.groupdict().items()}
+                params = {
+                    key: value if key in route.raw else unquote(value) for key, value in match.groupdict().items()
+                }
                 return route, params
             allowed.extend(route.methods)
         if allowed:
