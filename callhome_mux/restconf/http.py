@@ -21,6 +21,13 @@ and this module supplies:
     discards a reply over C{max_body} (the request fails, the connection
     stays in step) and each request has a timer on an injectable clock.
 
+The module is private by name; we use only C{HTTP11ClientProtocol}
+(C{request}, C{state}, the IProtocol methods), C{Request} and
+C{ResponseDone}, and the tests in C{tests/test_restconf_http.py} pin the
+behaviour relied on (wire format, Host, persistence, order, splits).
+Header lines are bounded by the parser (16 KiB each); how many there are
+is bounded only by the request timeout.
+
 A request that times out while still queued just leaves the queue.  One
 that times out on the wire costs the connection: HTTP/1.1 has no way to
 skip a reply, so the only safe move is to report the connection broken
