@@ -157,8 +157,12 @@ class Target:
     keys: Optional[List[str]] = None
 
 
-def resolve(tree: Dict[str, Any], segments: List[str], error_path: str) -> Target:
-    """Walk C{segments}; L{Problem} 404 data-missing when the node is absent."""
+def resolve(tree: Dict[str, Any], segments: List[str], error_path: str, create: bool = False) -> Target:
+    """
+    Walk C{segments}; L{Problem} 404 data-missing when a node on the way is
+    absent.  The last node may be absent (C{value} C{None}); with C{create}
+    a missing list is added to its parent so that the entry can be put.
+    """
     node: Any = tree
     module = ""
     target = None
@@ -184,7 +188,7 @@ def resolve(tree: Dict[str, Any], segments: List[str], error_path: str) -> Targe
             for position, entry in enumerate(entries):
                 if [str(entry.get(k)) for k in key_names] == keys:
                     found = position
-            if child is None:
+            if child is None and create:
                 child = qualified if index == 0 else local
                 node[child] = entries
             if found is None:
@@ -649,7 +653,7 @@ class RestconfDevice:
             return self._post(request, segments, name, value, error_path)
         if not segments:
             raise Problem(405, "operation-not-supported", f"{method} on the datastore root is not supported here")
-        target = resolve(self.data, segments, error_path)
+        target = resolve(self.data, segments, error_path, create=(method == "PUT"))
         if _local(name) != _local(target.name):
             raise Problem(400, "malformed-message", f"body node {name} does not match the target {target.name}", error_path)
         if target.keys is not None:
