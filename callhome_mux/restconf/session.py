@@ -62,7 +62,7 @@ from callhome_mux.restconf.discovery import (
     root_from_host_meta,
 )
 from callhome_mux.restconf.error_reply import error_from_reply
-from callhome_mux.restconf.errors import DiscoveryFailed, SessionLost, UnsafeContent
+from callhome_mux.restconf.errors import DiscoveryFailed, UnsafeContent
 from callhome_mux.restconf.http import ABANDONED, TIMEOUT, HTTPReply, SerialHTTPClient
 from callhome_mux.restconf.query import build_query, join_path
 from callhome_mux.restconf.settings import RestconfSettings
@@ -189,7 +189,7 @@ class RestconfClientProtocol(Protocol):
         if self.http is not None:
             self.http.connectionLost(why)
         self._emit("restconf.session.lost", reason=why, outstanding=outstanding, was_ready=self.session is not None)
-        self._lost.fire(True, SessionLost(why))
+        self._lost.fire(True, why)
 
     # -- for the TLS handler and the session ---------------------------------
 
@@ -198,7 +198,7 @@ class RestconfClientProtocol(Protocol):
         return self._ready.wait()
 
     def whenLost(self) -> defer.Deferred:
-        """Fires (callback) with a L{SessionLost} naming why, when the connection ends."""
+        """Fires with the text reason when the connection has ended (as NETCONF sessions do)."""
         return self._lost.wait()
 
     def close(self, reason: str = "closed") -> None:
