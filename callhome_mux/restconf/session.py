@@ -8,6 +8,11 @@ for the protocol that runs on it::
     # -> RestconfClientProtocol; install it on the TLS connection:
     protocol.makeConnection(tls_transport)      # bytes then go to protocol.dataReceived
     protocol.whenReady().addCallback(registry.register)   # Deferred[RestconfSession]
+    protocol.whenLost()                         # Deferred firing with the text reason
+
+The TLS handler calls it as C{restconf_factory(device_id, events,
+details=details, clock=clock)}; the service binds the settings with
+C{functools.partial(restconf_protocol, settings=...)}.
 
 C{device_id} is the identity the TLS layer proved; C{events} the shared
 L{EventBus}; C{settings} a L{RestconfSettings} (C{None}: defaults);
