@@ -53,6 +53,7 @@ class MetricsTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_metrics_follow_devices_coming_and_going(self):
         before = yield self.scrape()
+        self.assertIn(("callhome_sessions_up", frozenset({("transport", "netconf-ssh")})), before)
         self.assertEqual(value(before, "callhome_sessions_up", transport="netconf-ssh"), 0)
         self.assertEqual(value(before, "callhome_devices", state="never-seen"), 1)
         session = yield self.server.connect(self.device, "r1")

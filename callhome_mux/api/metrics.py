@@ -21,6 +21,7 @@ from callhome_mux.inventory import state as states
 
 #: Seconds: the demultiplexer decides within its classify timeout (seconds).
 CLASSIFY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TRANSPORTS = ("netconf-ssh", "netconf-tls", "restconf")
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -115,7 +116,8 @@ class _LiveCollector:
 
     def collect(self):
         up = GaugeMetricFamily("callhome_sessions_up", "Sessions up now, by transport.", labels=["transport"])
-        counts: Dict[str, int] = {}
+        # Every transport, zero included: a gauge that vanishes at zero breaks alerts.
+        counts: Dict[str, int] = {transport: 0 for transport in TRANSPORTS}
         for session in self._service.registry.sessions():
             transport = str((getattr(session, "details", None) or {}).get("transport") or "unknown")
             counts[transport] = counts.get(transport, 0) + 1
