@@ -277,3 +277,18 @@ class EventClientUnitTests(unittest.TestCase):
         self.assertEqual(names.count(b"event: api.events.client.dropped"), 1)
         # Its keepalive timer is gone.
         self.assertEqual([call for call in self.clock.getDelayedCalls() if call.active()].__len__(), 1)
+
+
+class ClientLimitTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_clients_beyond_the_limit_are_refused(self):
+        server = yield APIServer(self, sse_max_clients=1).start()
+        first = SSEClient("/api/v1/events", server.admin_token)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        yield connectProtocol(endpoint, first)
+        self.addCleanup(lambda: first.lost)
+        self.addCleanup(lambda: first.transport.abortConnection())
+        yield first.whenHead()
+        reply = yield server.http("GET", "/api/v1/events")
+        self.assertEqual(reply.status, 503, reply)
+        self.assertIn("too many", reply.json()["error"]["message"])

@@ -94,7 +94,15 @@ class APIContext:
 
     def up_since(self, session) -> Optional[float]:
         entry = self._up.get(session.device_id)
-        return entry[1] if entry is not None and entry[0] is session else None
+        if entry is not None and entry[0] is session:
+            return entry[1]
+        # Up before the API started: the inventory knows when it connected.
+        inventory = self.inventory
+        if inventory is not None:
+            state = inventory.state(session.device_id)
+            if state.state == "connected":
+                return state.since
+        return None
 
     def counters(self, session) -> Dict[str, int]:
         if self.up_since(session) is None:

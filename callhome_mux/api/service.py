@@ -24,7 +24,7 @@ from callhome_mux.api.admin import AdminHandlers
 from callhome_mux.api.context import APIContext
 from callhome_mux.api.device_io import DeviceIOHandlers
 from callhome_mux.api.devices import DeviceHandlers
-from callhome_mux.api.errors import bad_request, not_found
+from callhome_mux.api.errors import APIError, bad_request, not_found
 from callhome_mux.api.events import EventClient, EventHub
 from callhome_mux.api.metrics import Metrics
 from callhome_mux.api.routing import STREAMING, Call, LimitedRequest, Router
@@ -83,6 +83,8 @@ def stream_events(ctx: APIContext, call: Call):
             raise not_found(f"device {device_id!r}")
     if call.request.method == b"HEAD":
         raise bad_request("the event stream is GET only")
+    if len(ctx.hub.clients) >= ctx.settings.sse_max_clients:
+        raise APIError(503, f"too many event-stream clients ({ctx.settings.sse_max_clients}); try again later")
     ctx.hub.add(EventClient(ctx.hub, call.request, call.principal, devices, kinds))
     return STREAMING
 

@@ -26,6 +26,8 @@ class APISettings:
     #: Events queued for one SSE client that is not reading; past this the
     #: client is cut off instead of growing memory without bound.
     sse_max_queued: int = 1000
+    #: Most event-stream clients at once; more are answered 503.
+    sse_max_clients: int = 100
     #: Seconds a NETCONF RPC or RESTCONF request made through the API may
     #: take unless the request asks for another (C{?timeout=}).
     rpc_timeout: float = 60.0
@@ -43,6 +45,7 @@ class APISettings:
             raise ConfigError("must name a file", "tokens_file")
         positive(self.sse_keepalive, "sse_keepalive")
         at_least(self.sse_max_queued, 1, "sse_max_queued")
+        at_least(self.sse_max_clients, 1, "sse_max_clients")
         positive(self.rpc_timeout, "rpc_timeout")
         at_least(self.max_body, 1, "max_body")
         at_least(self.history_entries, 0, "history_entries")
