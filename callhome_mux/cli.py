@@ -345,6 +345,8 @@ def cmd_rpc(client: Client, args) -> None:
     else:
         if args.filter:
             raise CLIError("--filter goes with --get-config or --get")
+        if args.file is None and sys.stdin.isatty():
+            raise CLIError("give the RPC as a FILE, or - to read it from stdin (or use --get-config/--get)")
         body = _read_input(args.file or "-")
         suffix = "?" + urllib.parse.urlencode(query) if query else ""
         status, _, data = client.call(

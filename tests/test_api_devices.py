@@ -146,6 +146,10 @@ class DevicesTests(unittest.TestCase):
         # A secret of the wrong type is never echoed back.
         reply = yield server.http("POST", "/api/v1/devices", body={"id": "x", "credentials": {"password": 123456789}})
         self.assertNotIn(b"123456789", reply.body)
+        reply = yield server.http("POST", "/api/v1/devices", body={"id": "x", "outbound_ssh_secret": 987654321})
+        self.assertEqual(reply.status, 400, reply)
+        self.assertIn("outbound_ssh_secret", reply.json()["error"]["message"])
+        self.assertNotIn(b"987654321", reply.body)
 
     @defer.inlineCallbacks
     def test_body_size_limit(self):

@@ -22,9 +22,30 @@ _DEVICE_KEYS = {f.name for f in dataclasses.fields(__import__("callhome_mux.inve
 _DEVICE_KEYS |= {"outbound_ssh_secret_file"}
 
 
-def _config_error(error: ConfigError) -> APIError:
+_SECRET_WORDS = ("password", "passphrase", "secret")
+
+
+def _secret_values(value, key: str = ""):
+    """Every value under a key that names a secret, as text (to scrub from messages)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _secret_values(item, str(name))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secret_values(item, key)
+    elif value is not None and any(word in key.lower() for word in _SECRET_WORDS) and not key.endswith("_file"):
+        text = str(value)
+        if len(text) >= 3:
+            yield text
+            yield repr(value)
+
+
+def _config_error(error: ConfigError, body=None) -> APIError:
     # device_from_table names keys as devices[0].x; the API's body has no index.
     message = str(error).replace(_WHERE + ".", "").replace(_WHERE + ": ", "")
+    # A validation message may quote a value; never one that is a secret.
+    for secret in sorted(set(_secret_values(body or {})), key=len, reverse=True):
+        message = message.replace(secret, "***")
     return bad_request(message)
 
 
@@ -37,7 +58,7 @@ def parse_device(device_id: str, body: Dict[str, Any]):
     try:
         return device_from_table({**body, "id": device_id}, 0, "device")
     except ConfigError as error:
-        raise _config_error(error) from None
+        raise _config_error(error, body) from None
 
 
 def parse_labels(call: Call) -> Dict[str, str]:
@@ -181,7 +202,7 @@ class DeviceHandlers:
             try:
                 parsed = device_from_table(table, 0, "device")
             except ConfigError as error:
-                raise _config_error(error) from None
+                raise _config_error(error, body) from None
             credentials = parsed.credentials if "credentials" in body else None
             labels = parsed.labels if "labels" in body else None
         if device_id is not None and inventory.source(device_id) is not None:

@@ -222,7 +222,9 @@ class Router(resource.Resource):
                 return route, params
             allowed.extend(route.methods)
         if allowed:
-            raise APIError(405, f"{method} is not allowed here (allowed: {', '.join(sorted(set(allowed)))})")
+            methods = sorted(set(allowed))
+            request.setHeader(b"allow", ", ".join(methods).encode("ascii"))
+            raise APIError(405, f"{method} is not allowed here (allowed: {', '.join(methods)})")
         raise APIError(404, f"no such resource: {path}")
 
     def _reply(self, result: Any, call: Call) -> None:
