@@ -155,9 +155,12 @@ class DevicesTests(unittest.TestCase):
     def test_body_size_limit(self):
         server = self.server
         server.api.site.max_body = 1000
-        reply = yield server.http("POST", "/api/v1/devices", body=b"{" + b" " * 5000 + b"}")
-        self.assertEqual(reply.status, 413, reply)
-        self.assertIn("larger than the limit", reply.json()["error"]["message"])
+        for chunked in (False, True):
+            reply = yield server.http("POST", "/api/v1/devices", body=b"{" + b" " * 5000 + b"}", chunked=chunked)
+            self.assertEqual(reply.status, 413, reply)
+            self.assertIn("larger than the limit", reply.json()["error"]["message"])
+        reply = yield server.http("POST", "/api/v1/devices", body=b'{"id": 5}', chunked=True)
+        self.assertEqual(reply.status, 400, reply)
 
 
 class PendingTests(unittest.TestCase):
@@ -217,3 +220,17 @@ class PendingTests(unittest.TestCase):
         self.assertEqual(reply.status, 409, reply)
         reply = yield server.http("POST", f"/api/v1/pending/{entry.id}/approve", body={"colour": "red"})
         self.assertEqual(reply.status, 400, reply)
+
+
+class UptimeTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_session_older_than_the_api_takes_its_uptime_from_the_inventory(self):
+        device = SSHCallHomeDevice(password="pw")
+        server = yield APIServer(self, [ssh_device_table(device, "r1")]).start()
+        session = yield server.connect(device, "r1")
+        context = server.api.ctx
+        context.session_lost(session)  # as if the API had not seen it come up
+        reply = yield server.http("GET", "/api/v1/sessions/r1")
+        view = reply.json()
+        self.assertEqual(view["up_since"], server.service.inventory.state("r1").since)
+        self.assertEqual(view["counters"], {})

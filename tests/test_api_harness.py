@@ -30,9 +30,12 @@ from callhome_mux.testing.ssh_device import SSHCallHomeDevice
 
 @implementer(IBodyProducer)
 class _Bytes:
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, chunked: bool = False):
+        from twisted.web.iweb import UNKNOWN_LENGTH
+
         self.data = data
-        self.length = len(data)
+        # Unknown length: the Agent sends the body chunked.
+        self.length = UNKNOWN_LENGTH if chunked else len(data)
 
     def startProducing(self, consumer):
         consumer.write(self.data)
@@ -150,7 +153,8 @@ class APIServer:
     # -- HTTP --------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def http(self, method: str, path: str, token: Any = "admin", body: Any = None, headers: Optional[Dict[str, str]] = None):
+    def http(self, method: str, path: str, token: Any = "admin", body: Any = None,
+             headers: Optional[Dict[str, str]] = None, chunked: bool = False):
         """C{token}: "admin", None (no header), or a token string."""
         raw = Headers()
         if token == "admin":
@@ -164,7 +168,7 @@ class APIServer:
             if not isinstance(body, (bytes, str)):
                 body = json.dumps(body)
                 raw.addRawHeader("Content-Type", "application/json")
-            producer = _Bytes(body.encode("utf-8") if isinstance(body, str) else body)
+            producer = _Bytes(body.encode("utf-8") if isinstance(body, str) else body, chunked)
         response = yield self.agent.request(method.encode("ascii"), (self.url + path).encode("utf-8"), raw, producer)
         data = yield readBody(response)
         return Reply(response.code, response.headers, data)

@@ -218,6 +218,21 @@ class CLITests(unittest.TestCase):
         yield lines.ended
 
     @defer.inlineCallbacks
+    def test_close_and_history(self):
+        session = yield self.server.connect(self.device, "r1")
+        lost = session.whenLost()
+        result = yield self.cli("close", "r1")
+        self.assertEqual(result.code, 0, result)
+        yield lost
+        result = yield self.cli("events", "--device", "r1")
+        self.assertEqual(result.code, 0, result)
+        names = [line.split()[2] for line in result.out.splitlines()]
+        self.assertLess(names.index("session.up"), names.index("session.lost"))
+        result = yield self.cli("events")
+        self.assertEqual(result.code, 1, result)
+        self.assertIn("--follow", result.err)
+
+    @defer.inlineCallbacks
     def test_restconf_against_a_netconf_device_says_why(self):
         yield self.server.connect(self.device, "r1")
         result = yield self.cli("restconf", "r1", "GET", "/data/x")
