@@ -74,6 +74,14 @@ class RestconfPassthroughTests(RestconfDeviceCase):
         )
 
     @defer.inlineCallbacks
+    def test_no_escape_from_the_restconf_root(self):
+        before = len(self.device.requests)
+        for path in ("../.well-known/host-meta", "data/%2e%2e/%2E%2E/x", "./data"):
+            reply = yield self.restconf("GET", path)
+            self.assertEqual(reply.status, 400, (path, reply))
+        self.assertEqual(len(self.device.requests), before)
+
+    @defer.inlineCallbacks
     def test_netconf_endpoints_refuse_a_restconf_session(self):
         reply = yield self.server.http("POST", f"/api/v1/devices/{DEVICE_ID}/netconf/rpc", body="<get/>")
         self.assertEqual(reply.status, 409, reply)

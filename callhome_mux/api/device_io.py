@@ -12,6 +12,7 @@ session dropped mid-request 502.  The client going away cancels the RPC.
 from __future__ import annotations
 
 import time
+from urllib.parse import unquote
 from typing import Any, Dict, List, Optional
 
 from lxml import etree
@@ -177,6 +178,10 @@ class DeviceIOHandlers:
         if not hasattr(session, "request") or not hasattr(session, "root"):
             raise APIError(409, f"device {session.device_id!r} has a {session.details.get('transport')} session, not RESTCONF")
         path = call.params.get("path", "")
+        segments = [unquote(segment).strip() for segment in path.split("/")]
+        if any(segment in (".", "..") for segment in segments):
+            # Passthrough is to the RESTCONF root only, not the device's whole web server.
+            raise bad_request("'.' and '..' path segments are not allowed")
         target = session.root.rstrip("/") + "/" + path.lstrip("/")
         query = call.request.uri.partition(b"?")[2].decode("latin-1") or None
         headers = {}

@@ -233,10 +233,12 @@ class Router(resource.Resource):
         request = call.request
         if isinstance(result, Raw):
             request.setResponseCode(result.status)
+            # No text/html default: a passthrough reply keeps exactly the device's headers.
+            request.defaultContentType = None
             if result.content_type:
                 request.setHeader(b"content-type", result.content_type.encode("latin-1"))
             for name, value in result.headers:
-                request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+                request.responseHeaders.addRawHeader(name.encode("latin-1", "replace"), value.encode("latin-1", "replace"))
             request.write(result.body)
         else:
             status = 200
