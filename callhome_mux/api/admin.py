@@ -7,7 +7,7 @@ from importlib import resources
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from callhome_mux.api.context import APIContext
-from callhome_mux.api.errors import bad_request, not_found
+from callhome_mux.api.errors import APIError, bad_request, not_found
 from callhome_mux.api.routing import Call, Raw
 from callhome_mux.api.tokens import check_labels, check_role
 
@@ -31,7 +31,12 @@ class AdminHandlers:
         return Raw(200, generate_latest(self.ctx.metrics.registry), CONTENT_TYPE_LATEST)
 
     def openapi(self, call: Call):
-        return Raw(200, openapi_document(), "application/json")
+        try:
+            document = openapi_document()
+        except OSError:
+            # Package data not installed (setup.cfg needs [options.package_data]).
+            raise APIError(500, "openapi.json is missing from this installation of callhome_mux.api") from None
+        return Raw(200, document, "application/json")
 
     # -- tokens ------------------------------------------------------------------
 
