@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hypothesis import given, strategies as st
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -142,6 +143,29 @@ class ThrottleUnitTests(unittest.TestCase):
         for n in range(1000):
             throttle.failed(f"198.51.100.{n}")
         self.assertEqual(len(throttle), 100)
+
+
+class ThrottlePropertyTests(unittest.TestCase):
+    @given(
+        st.integers(1, 10), st.floats(0.1, 100), st.floats(100, 1000),
+        st.lists(st.tuples(st.booleans(), st.floats(0, 2000)), max_size=60),
+    )
+    def test_back_off_is_bounded_and_success_clears(self, before, base, cap, steps):
+        from twisted.internet import task
+
+        clock = task.Clock()
+        throttle = Throttle(BackOff(before, base, cap), clock)
+        for failed, wait in steps:
+            if failed:
+                delay = throttle.failed("k")
+                self.assertLessEqual(delay, cap)
+                self.assertLessEqual(throttle.remaining("k"), cap)
+                if throttle.failures("k") < before:
+                    self.assertEqual(delay, 0)
+            else:
+                throttle.succeeded("k")
+                self.assertEqual(throttle.remaining("k"), 0)
+            clock.advance(wait)
 
 
 class ThrottlingTests(InventoryTestMixin, unittest.TestCase):

@@ -81,6 +81,17 @@ class PersistenceTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(history[0]["note"], "hello")
 
     @defer.inlineCallbacks
+    def test_an_unreadable_row_does_not_stop_the_start(self):
+        inventory = yield self.open_inventory()
+        yield inventory.add_device(Device("good"))
+        yield inventory.store._submit(
+            lambda c: c.execute("INSERT INTO devices VALUES ('bad', '{\"id\": \"\"}', 0)")
+        )
+        inventory = yield self.reopen(inventory)
+        self.assertEqual([d.id for d in inventory.devices()], ["good"])
+        self.assertEqual(self.last("inventory.device.unreadable")["device_id"], "bad")
+
+    @defer.inlineCallbacks
     def test_live_state_becomes_disconnected_after_restart(self):
         inventory = yield self.open_inventory()
         yield inventory.add_device(Device("r1"))

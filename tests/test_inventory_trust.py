@@ -61,8 +61,10 @@ class PolicyTests(InventoryTestMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def test_pending_list_is_bounded(self):
         inventory = yield self.open_inventory(unknown_device_policy="pending", max_pending=3)
-        decisions = [inventory.decide_unknown(ssh_identity(f"k{n}")) for n in range(5)]
-        self.assertEqual([d.action for d in decisions], ["pending"] * 3 + ["reject"] * 2)
+        decisions = [inventory.decide_unknown(ssh_identity(f"k{n}")) for n in range(7)]
+        self.assertEqual([d.action for d in decisions], ["pending"] * 3 + ["reject"] * 4)
+        # Rejections 1, 2 and 4 are reported; 3 is not.
+        self.assertEqual([e["rejections"] for e in self.events if e["event"] == "inventory.attempt.refused"], [1, 2, 4])
         yield defer.gatherResults([d.recorded for d in decisions[:3]])
         self.assertEqual(len(inventory.pending()), 3)
 

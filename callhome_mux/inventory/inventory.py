@@ -107,6 +107,7 @@ class Inventory:
         self._pending_by_key: Dict[Tuple[str, str], int] = {}
         self._next_pending_id = 1
         self._dirty_counts: set = set()
+        self._full_rejections = 0
         self._count_flush = None
         self._identity_throttle = Throttle(
             BackOff(settings.throttle_failures, settings.throttle_base_delay, settings.throttle_max_delay),
@@ -172,6 +173,8 @@ class Inventory:
 
     def _restore(self, snapshot: Snapshot) -> None:
         self._runtime = {device.id: device for device in snapshot.devices}
+        for device_id, why in snapshot.unreadable:
+            self.events.emit("inventory.device.unreadable", device_id=device_id, reason=why)
         self._states = dict(snapshot.states)
         # No session survives a restart: whatever was live is now disconnected.
         now = self.clock.seconds()
@@ -382,7 +385,12 @@ class Inventory:
             self._count(entry, identity)
             return Decision(PENDING, "unknown device, waiting for an operator's approval", pending_id=entry.id)
         if len(self._pending) >= self.settings.max_pending:
-            return Decision(REJECT, f"unknown device, and {self.settings.max_pending} are already waiting for approval")
+            self._full_rejections += 1
+            reason = f"unknown device, and {self.settings.max_pending} are already waiting for approval"
+            if _is_power_of_two(self._full_rejections):
+                # A flood of fresh identities: reported at 1, 2, 4, 8 ... rejections.
+                self.events.emit("inventory.attempt.refused", reason=reason, rejections=self._full_rejections, **identity.fields())
+            return Decision(REJECT, reason)
         now = self.clock.seconds()
         entry = PendingDevice(
             id=self._next_pending_id, kind=identity.kind, fingerprint=identity.fingerprint,

@@ -48,6 +48,8 @@ class Snapshot:
     devices: List[Device] = field(default_factory=list)
     pending: List[PendingDevice] = field(default_factory=list)
     states: Dict[str, DeviceState] = field(default_factory=dict)
+    #: (device id, why) of stored devices that could not be read.
+    unreadable: List[Tuple[str, str]] = field(default_factory=list)
 
 
 class InventoryStore:
@@ -272,8 +274,13 @@ class InventoryStore:
 
 def _load(cursor: sqlite3.Cursor) -> Snapshot:
     snapshot = Snapshot()
-    for (data,) in cursor.execute("SELECT data FROM devices ORDER BY id").fetchall():
-        snapshot.devices.append(device_from_json(data))
+    for device_id, data in cursor.execute("SELECT id, data FROM devices ORDER BY id").fetchall():
+        try:
+            snapshot.devices.append(device_from_json(data))
+        except Exception as error:
+            # One unreadable row must not keep every other device out;
+            # the row stays for an operator (or a later version) to fix.
+            snapshot.unreadable.append((device_id, f"{type(error).__name__}: {error}"))
     rows = cursor.execute(
         "SELECT id, kind, fingerprint, subject, claimed_device_id, address, first_seen, last_seen, count, status,"
         " verified FROM pending ORDER BY id"
