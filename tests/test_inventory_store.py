@@ -113,6 +113,14 @@ class PersistenceTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(pragmas, ("wal", 2))  # 2 = FULL
 
     @defer.inlineCallbacks
+    def test_close_is_idempotent(self):
+        inventory = yield self.open_inventory()
+        first, second = inventory.close(), inventory.close()
+        yield first
+        yield second
+        yield inventory.close()
+
+    @defer.inlineCallbacks
     def test_store_refuses_writes_after_close(self):
         store = yield InventoryStore.open(os.path.join(self.mktemp() + "-db", "x.sqlite3"))
         yield store.close()

@@ -122,6 +122,7 @@ class Inventory:
         )
         self._pruner: Optional[task.LoopingCall] = None
         self._observed: List[Any] = []
+        self._close_waiters: Optional[List[defer.Deferred]] = []
 
     # -- life cycle -------------------------------------------------------
 
@@ -162,14 +163,28 @@ class Inventory:
         return inventory
 
     def close(self) -> defer.Deferred:
-        """Stop timers and observers, write what is buffered, close the database."""
+        """Stop timers and observers, write what is buffered, close the database.  Idempotent."""
+        waiter: defer.Deferred = defer.Deferred()
+        if self._close_waiters is None:
+            waiter.callback(None)  # closed already
+            return waiter
+        self._close_waiters.append(waiter)
+        if len(self._close_waiters) > 1:
+            return waiter  # closing already
         if self._pruner is not None and self._pruner.running:
             self._pruner.stop()
         for bus in self._observed:
             bus.removeObserver(self._on_event)
         self._observed = []
+
+        def closed(result):
+            waiters, self._close_waiters = self._close_waiters, None
+            for each in waiters:
+                each.callback(None)
+
         flushed = self._flush_counts()
-        return flushed.addBoth(lambda _: self.store.close())
+        flushed.addBoth(lambda _: self.store.close()).addBoth(closed)
+        return waiter
 
     def _restore(self, snapshot: Snapshot) -> None:
         self._runtime = {device.id: device for device in snapshot.devices}
