@@ -57,6 +57,15 @@ class SSHTrustTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(self.trust(self.key, "r2").event, "ssh.hostkey.mismatch")
 
     @defer.inlineCallbacks
+    def test_asynchronous_fallback(self):
+        yield self.setUpTrust(unknown_device_policy="pending")
+        fallback = self.trust.fallback
+        self.trust.fallback = lambda key, claimed: defer.succeed(fallback(key, claimed))
+        verdict = yield self.trust(self.key, None, peer="192.0.2.1:1")
+        self.assertEqual(verdict.event, "ssh.hostkey.unknown")
+        self.assertEqual(self.inventory.pending()[0].address, "192.0.2.1:1")
+
+    @defer.inlineCallbacks
     def test_throttled_device_is_turned_away(self):
         yield self.setUpTrust([Device("r1", ssh_host_keys=(ssh_fingerprint(_KEY.blob()),))], throttle_failures=1)
         self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet import defer
+
 from callhome_mux.inventory.identity import SSH_HOST_KEY, TLS_CERTIFICATE, Identity
 
 #: Event the SSH layer reports when a throttled device is turned away.
@@ -42,9 +44,14 @@ class InventoryHostKeyTrust:
         self.fallback = fallback
 
     def __call__(self, key, claimed_device_id: Optional[str] = None, peer: Optional[str] = None):
+        verdict = self.fallback(key, claimed_device_id)
+        if isinstance(verdict, defer.Deferred):  # an asynchronous fallback
+            return verdict.addCallback(self._judge, key, claimed_device_id, peer)
+        return self._judge(verdict, key, claimed_device_id, peer)
+
+    def _judge(self, verdict, key, claimed_device_id: Optional[str], peer: Optional[str]):
         from callhome_mux.ssh.trust import HOSTKEY_UNKNOWN, HostKeyVerdict
 
-        verdict = self.fallback(key, claimed_device_id)
         if verdict.trusted:
             throttled = self.inventory.is_throttled(verdict.device.id, address=peer)
             if throttled is not None:
