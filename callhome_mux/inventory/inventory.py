@@ -248,7 +248,7 @@ class Inventory:
         self._states.pop(device_id, None)
         self.events.emit("inventory.device.removed", device_id=device_id, source=RUNTIME)
         d = self.store.delete_device(device_id)
-        self.store.delete_state(device_id)
+        self.store.delete_state(device_id).addErrback(self._store_failed, "forgetting a removed device's state")
 
         def failed(reason):
             if device_id not in self._runtime and device_id not in self._config:
