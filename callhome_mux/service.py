@@ -134,7 +134,7 @@ class CallHomeService(service.MultiService):
 
     def _add_listener(self, spec: ListenerSpec) -> ListenerService:
         settings = self.config.demux
-        factory = DemuxFactory(
+        factory = demux = DemuxFactory(
             settings,
             self.events,
             self.handlers,
@@ -149,6 +149,7 @@ class CallHomeService(service.MultiService):
                 factory, self.events, self.reactor, settings.proxy_header_timeout, listener_name=spec.name
             )
         listener = ListenerService(spec, factory, self.reactor, self.events)
+        listener.demux = demux
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener
@@ -245,6 +246,12 @@ class CallHomeService(service.MultiService):
             clock=self.reactor,
             config_devices=config_devices(self.config),
         )
+        # Session details (algorithms, capabilities) reach the device state.
+        self.inventory.watch_sessions(self.registry)
+        # Addresses whose calls keep failing are refused before any work.
+        inventory = self.inventory
+        for listener in self.listeners:
+            listener.demux.address_policy = lambda host: inventory.is_throttled(address=host)
         if self._install_default_handlers_on_start:
             self._install_default_handlers()
         for child in self:

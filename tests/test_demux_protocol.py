@@ -233,6 +233,17 @@ class AdmissionTests(unittest.TestCase):
         newest.dataReceived(samples.SSH_BANNERS["openssh-debian"])
         self.assertEqual(len(handlers[ConnectionKind.SSH].protocols), 1)
 
+    def test_address_policy_refuses_first(self):
+        factory, clock, log, handlers = make_factory(pinned_kind=ConnectionKind.SSH)
+        factory.address_policy = lambda host: "throttled: 5 failures" if host == "192.0.2.66" else None
+        _, refused = connect(factory, host="192.0.2.66")
+        _, served = connect(factory, host="192.0.2.67")
+        self.assertTrue(refused.disconnected)
+        self.assertFalse(served.disconnected)
+        [rejected] = log.named("connection.rejected")
+        self.assertEqual(rejected["reason"], "throttled: 5 failures")
+        self.assertEqual(len(handlers[ConnectionKind.SSH].protocols), 1)
+
     def test_admission_shared_between_listeners(self):
         settings = DemuxSettings(max_unclassified_per_source=1)
         admission = Admission(settings)

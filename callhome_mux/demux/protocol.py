@@ -99,10 +99,15 @@ class DemuxProtocol(protocol.Protocol):
             peer=self._peer_text,
             listener=factory.listener_name,
         )
+        source = getattr(self.transport.getPeer(), "host", self._peer_text)
+        if factory.address_policy is not None:
+            refusal = factory.address_policy(source)
+            if refusal is not None:
+                self._refuse(refusal, 0)
+                return
         if factory.pinned_kind is not None:
             self._hand_off(Decision(factory.pinned_kind, "pinned listener"))
             return
-        source = getattr(self.transport.getPeer(), "host", self._peer_text)
         refusal = factory.admission.admit(self, source)
         if refusal is not None:
             self._refuse(refusal, 0)
@@ -269,6 +274,7 @@ class DemuxFactory(protocol.Factory):
         listener_name: str = "",
         pinned_kind: Optional[ConnectionKind] = None,
         pinned_details: Optional[Mapping[str, object]] = None,
+        address_policy: Optional[Callable[[str], Optional[str]]] = None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -281,6 +287,9 @@ class DemuxFactory(protocol.Factory):
         self.listener_name = listener_name
         self.pinned_kind = pinned_kind
         self.pinned_details = dict(pinned_details or {})
+        #: C{address -> reason or None}, asked first for every connection
+        #: (the inventory's per-address back-off); must be cheap and synchronous.
+        self.address_policy = address_policy
 
     def buildProtocol(self, addr) -> DemuxProtocol:
         return DemuxProtocol(self)
