@@ -7,7 +7,7 @@ The command-line client of a running callhome-mux: C{callhome-mux COMMAND}.
     callhome-mux sessions | close DEVICE
     callhome-mux rpc DEVICE [FILE|-] | rpc DEVICE --get-config [--source S] [--filter X] | rpc DEVICE --get
     callhome-mux restconf DEVICE GET /data/...
-    callhome-mux events [--follow] [--device D] [--kind PREFIX]
+    callhome-mux events [--follow [--subscribe]] [--device D] [--kind PREFIX]
     callhome-mux tokens list | tokens add --role R [--labels k=v,...] | tokens remove ID
 
 It finds the local server by itself: the server writes its API address
@@ -413,6 +413,11 @@ def cmd_events(client: Client, args) -> None:
         for event in reversed(device.get("history") or []):
             print_event(event, args.json)
         return
+    if args.subscribe:
+        if not args.device:
+            raise CLIError("--subscribe needs --device: whose NETCONF notifications to subscribe to")
+        for device in args.device:
+            client.json("POST", f"{V1}/devices/{quote(device)}/netconf/subscription", {})
     query = [("device", d) for d in args.device or ()] + [("kind", k) for k in args.kind or ()]
     response = client.open("GET", f"{V1}/events" + ("?" + urllib.parse.urlencode(query) if query else ""),
                            headers={"Accept": "text/event-stream"}, timeout=args.idle_timeout)
@@ -537,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--follow", "-f", action="store_true", help="stream live events until interrupted")
     sub.add_argument("--device", action="append", help="only this device (repeatable)")
     sub.add_argument("--kind", action="append", help="only events whose name starts so, e.g. session. (repeatable)")
+    sub.add_argument("--subscribe", action="store_true",
+                     help="first subscribe to the devices' NETCONF notifications (they arrive as netconf.notification)")
     sub.add_argument("--idle-timeout", type=float, default=None, help="give up after this many silent seconds")
     sub = command("tokens", cmd_tokens, "API tokens (admin)")
     tokens = sub.add_subparsers(dest="tokens_command", metavar="ACTION")

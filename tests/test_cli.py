@@ -218,6 +218,22 @@ class CLITests(unittest.TestCase):
         yield lines.ended
 
     @defer.inlineCallbacks
+    def test_events_follow_with_netconf_notifications(self):
+        yield self.server.connect(self.device, "r1")
+        lines = Lines()
+        argv = [sys.executable, "-m", "callhome_mux.cli", "--state-dir", self.server.state_dir,
+                "events", "--follow", "--subscribe", "--device", "r1", "--kind", "netconf.notification"]
+        streaming = self.server.whenEvent("api.events.client.connected")
+        process = reactor.spawnProcess(lines, sys.executable, argv, env=_environment())
+        yield streaming
+        self.assertTrue(self.device.netconf_servers[-1].notify('<alarm xmlns="urn:example:alarms"><id>7</id></alarm>'))
+        line = yield lines.whenLine("netconf.notification")
+        self.assertIn("[r1]", line)
+        self.assertIn("<id>7</id>", line)
+        process.signalProcess("TERM")
+        yield lines.ended
+
+    @defer.inlineCallbacks
     def test_close_and_history(self):
         session = yield self.server.connect(self.device, "r1")
         lost = session.whenLost()
