@@ -9,8 +9,6 @@ L{task.Clock}, advanced once the connection is accepted.
 
 from __future__ import annotations
 
-import os
-
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
@@ -25,14 +23,13 @@ from callhome_mux.testing.certs import test_pki
 from callhome_mux.testing.tls_device import TLSCallHomeDevice
 from callhome_mux.tls.handler import TLSHandler
 from callhome_mux.tls.settings import TLSSettings
-from tests.test_tls_handler import EventLog
+from tests.test_tls_handler import EventLog, temp_dir
 
 
 class DemuxToTLSTests(TestCase):
     def setUp(self):
         pki = test_pki()
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = temp_dir(self)
         paths = pki.write(directory)
         self.log = EventLog()
         self.events = EventBus()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import socket
+import tempfile
 from typing import Any, Dict, List
 
 from cryptography.hazmat.primitives import serialization
@@ -110,8 +112,7 @@ class Manager:
 
     def __init__(self, case: TestCase, kind: ConnectionKind, devices=(), clock=None, listener_details=None, **settings):
         pki = test_pki()
-        directory = case.mktemp()
-        os.makedirs(directory)
+        directory = temp_dir(case)
         self.paths = pki.write(directory)
         options = dict(
             certificate_file=self.paths["manager.crt"],
@@ -152,6 +153,13 @@ class Manager:
     def call_home(self, case, device: TLSCallHomeDevice, direction: str) -> defer.Deferred:
         case.addCleanup(device.disconnect)
         return device.callHome(reactor, "127.0.0.1", self.port.getHost().port, direction)
+
+
+def temp_dir(case: TestCase) -> str:
+    """A fresh directory removed after the test (trial's mktemp would write under the cwd when pytest runs)."""
+    directory = tempfile.mkdtemp(prefix="callhome-tls-test-")
+    case.addCleanup(shutil.rmtree, directory, True)
+    return directory
 
 
 def device_with(issued, **options) -> TLSCallHomeDevice:
@@ -423,8 +431,7 @@ class DecisionTests(TestCase):
 
 class ConfigurationTests(TestCase):
     def test_unusable_key_file_names_the_key(self):
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = temp_dir(self)
         paths = test_pki().write(directory)
         settings = TLSSettings(certificate_file=paths["manager.crt"], private_key_file=paths["device.key"])
         with self.assertRaises(ConfigError) as caught:
@@ -434,8 +441,7 @@ class ConfigurationTests(TestCase):
 
     def test_generated_identity_serves(self):
         """Without a configured certificate the handler generates one and uses it."""
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = temp_dir(self)
         events = EventBus()
         seen = []
         events.addObserver(seen.append)
@@ -466,8 +472,7 @@ class HardeningTests(TestCase):
     def test_context_options(self):
         from OpenSSL import SSL
 
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = temp_dir(self)
         events = EventBus()
         handler = TLSHandler(DeviceDirectory(), SessionRegistry(events), events, TLSSettings(), NetconfSettings(), directory)
         for kind in (SILENT, CLIENT_HELLO):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 
@@ -16,6 +17,12 @@ from callhome_mux.tls import decide
 from callhome_mux.tls.identity import load_identity
 from callhome_mux.tls.settings import TLSSettings
 from callhome_mux.tls.trust import TrustStore
+
+
+def temp_dir(case: TestCase) -> str:
+    directory = tempfile.mkdtemp(prefix="callhome-tls-test-")
+    case.addCleanup(shutil.rmtree, directory, True)
+    return directory
 
 
 class SettingsTests(TestCase):
@@ -56,7 +63,7 @@ class SettingsTests(TestCase):
 
 class TrustStoreTests(TestCase):
     def test_from_files(self):
-        directory = tempfile.mkdtemp()
+        directory = temp_dir(self)
         paths = test_pki().write(directory)
         der_crl = os.path.join(directory, "crl.der")
         from cryptography.hazmat.primitives import serialization
@@ -71,7 +78,7 @@ class TrustStoreTests(TestCase):
         with self.assertRaises(ConfigError) as caught:
             TrustStore.from_files(["/nonexistent/ca.pem"])
         self.assertIn("tls.trust_anchor_files[0]", str(caught.exception))
-        path = os.path.join(tempfile.mkdtemp(), "junk.crl")
+        path = os.path.join(temp_dir(self), "junk.crl")
         with open(path, "wb") as handle:
             handle.write(b"junk")
         with self.assertRaises(ConfigError) as caught:
@@ -84,7 +91,7 @@ class IdentityTests(TestCase):
         self.events = []
         self.bus = EventBus()
         self.bus.addObserver(self.events.append)
-        self.state = tempfile.mkdtemp()
+        self.state = temp_dir(self)
 
     def test_generated_once_then_reused(self):
         first = load_identity(TLSSettings(), self.state, self.bus, hostname="manager.example.net")
@@ -102,7 +109,7 @@ class IdentityTests(TestCase):
             self.assertNotIn("BEGIN", repr(event))
 
     def test_configured_identity(self):
-        paths = test_pki().write(tempfile.mkdtemp())
+        paths = test_pki().write(temp_dir(self))
         settings = TLSSettings(certificate_file=paths["manager.crt"], private_key_file=paths["manager.key"])
         identity = load_identity(settings, self.state, self.bus)
         self.assertEqual(identity.fingerprint, test_pki().manager.fingerprint)
