@@ -97,6 +97,10 @@ class APIServer:
         }
         self.service = CallHomeService(config_from_document(document), reactor)
         settings = {"listen": "tcp:0:interface=127.0.0.1", **api_settings}
+        existing = self.service.namedServices.get("api")
+        if existing is not None:
+            # The service made its own (on the default port): use ours, on port 0.
+            self.service.removeService(existing)
         self.api = make_api_service(self.service, APISettings(**settings))
         self.api.setServiceParent(self.service)
         self.events: List[Dict[str, Any]] = []
