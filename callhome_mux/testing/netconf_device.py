@@ -265,7 +265,7 @@ class NetconfServerProtocol(Protocol):
         if len(names) != 1:
             raise _refuse("missing-element", f"<{holder}> must name one datastore", type="protocol",
                           info=[_leaf("bad-element", holder)])
-        if self.datastore.get(names[0]) is None and names[0] != "config":
+        if self.datastore.get(names[0]) is None:
             raise _refuse("invalid-value", f"no datastore {names[0]!r} on this device", type="protocol")
         return names[0]
 
