@@ -90,7 +90,10 @@ class CertToNameRule:
             raise ConfigError(f"map-type must be one of {', '.join(self.MAP_TYPES)}, got {self.map_type!r}", "map-type")
         if self.map_type == "specified" and not self.name:
             raise ConfigError("map-type 'specified' needs a name", "name")
-        object.__setattr__(self, "fingerprint", normalise_tls_fingerprint(self.fingerprint))
+        try:
+            object.__setattr__(self, "fingerprint", normalise_tls_fingerprint(self.fingerprint))
+        except ConfigError as error:
+            raise ConfigError(str(error), "fingerprint") from None
 
 
 @dataclass(frozen=True)
