@@ -48,6 +48,13 @@ def build_service(args):
         "demux": {"max_unclassified_per_source": 8192, "max_unclassified": 16384, **_demux_extra(args)},
         "devices": devices,
     }
+    for assignment in args.set or ():
+        # section.key=value, value in TOML syntax (as twistd's --set).
+        import tomllib
+
+        target, _, text = assignment.partition("=")
+        section, _, key = target.partition(".")
+        document.setdefault(section, {})[key] = tomllib.loads(f"v = {text}")["v"]
     tls_paths = None
     if args.kind == "tls":
         tls_paths = {name: os.path.join(args.pki, name) for name in ("ca.crt", "manager.crt", "manager.key")}
@@ -176,18 +183,42 @@ class Commands:
 
     def rpc_big(self):
         session = self._sessions()[0]
+        protocol = session.protocol
+        marks = {}
+        original = protocol._message_received
+
+        def timed(message):
+            # The whole reply is here (received, decrypted, de-framed); parsing follows.
+            marks["framed"] = time.perf_counter()
+            marks["bytes"] = len(message)
+            return original(message)
+
+        protocol._message_received = timed
         before = process_stats()["cpu"]
         started = time.perf_counter()
         d = session.rpc(b"<get/>", timeout=120)
 
         def done(reply):
-            from lxml import etree
-
             elapsed = time.perf_counter() - started
-            size = len(etree.tostring(reply))
-            return {"bytes": size, "seconds": elapsed, "cpu": process_stats()["cpu"] - before}
+            cpu = process_stats()["cpu"] - before
+            del protocol._message_received
+            return {"bytes": marks["bytes"], "seconds": elapsed, "transfer_seconds": marks["framed"] - started,
+                    "cpu": cpu}
 
         return d.addCallback(done)
+
+    def rpc_bigsend(self, size):
+        """One <edit-config> of about C{size} bytes to the device; timed until its <ok/>."""
+        from callhome_mux.testing.fleet import big_data
+
+        session = self._sessions()[0]
+        request = (b"<edit-config><target><running/></target><config>" + big_data(int(size))
+                   + b"</config></edit-config>")
+        before = process_stats()["cpu"]
+        started = time.perf_counter()
+        d = session.rpc(request, timeout=300)
+        return d.addCallback(lambda _: {"sent_bytes": len(request), "seconds": time.perf_counter() - started,
+                                        "cpu": process_stats()["cpu"] - before})
 
     _snapshot = None
 
@@ -211,7 +242,12 @@ class Commands:
 
     def gc(self):
         gc.collect()
-        return {"gc": True, **process_stats()}
+        stats = process_stats()
+        # What glibc would give back if asked (freed memory it still holds).
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return {"gc": True, **stats, "rss_trimmed": process_stats()["rss"]}
 
 
 def main():
@@ -224,6 +260,7 @@ def main():
     parser.add_argument("--log", choices=("none", "text"), default="none")
     parser.add_argument("--silence-timeout", type=float, default=0.0)
     parser.add_argument("--profile", help="write a cProfile of the whole run here")
+    parser.add_argument("--set", action="append", help="section.key=value (TOML value), as twistd callhome-mux --set")
     parser.add_argument("--tracemalloc", type=int, default=0, help="trace allocations with this many frames (memtop)")
     args = parser.parse_args()
 
@@ -255,7 +292,7 @@ def main():
 
     service.whenListening().addCallback(listening).addErrback(lambda f: emit(error=f.getTraceback()))
     commands = Commands(service)
-    serve_control({name: getattr(commands, name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop")})
+    serve_control({name: getattr(commands, name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop", "rpc_bigsend")})
     if args.profile:
         import cProfile
 

@@ -58,6 +58,8 @@ def one_hold(impl, kind, n, procs, rate, server_extra, fleet_extra, settle):
             "device_failed": sum(r["failed"] for r in results),
             "rss_before_mib": before["rss"] / 2**20, "rss_after_mib": after["rss"] / 2**20,
             "kib_per_session": (after["rss"] - before["rss"]) / 1024.0 / max(sessions, 1),
+            "kib_per_session_trimmed": (after.get("rss_trimmed", after["rss"]) - before.get("rss_trimmed", before["rss"]))
+            / 1024.0 / max(sessions, 1),
             "up_seconds": up_seconds,
         }
         if impl == "mux":
@@ -106,7 +108,8 @@ def main():
                        if "rpc_ok" in row else "")
                 print(f"run {run + 1} {impl:5s} N={n:5d}: {row['sessions']} sessions held "
                       f"({row['device_failed']} device failures), RSS {row['rss_before_mib']:.0f} -> "
-                      f"{row['rss_after_mib']:.0f} MiB, {row['kib_per_session']:.1f} KiB/session{rpc} [{row['wiring']}]",
+                      f"{row['rss_after_mib']:.0f} MiB, {row['kib_per_session']:.1f} KiB/session "
+                      f"({row['kib_per_session_trimmed']:.1f} after malloc_trim){rpc} [{row['wiring']}]",
                       flush=True)
     print("\nmedian [min-max] over runs")
     for n in sizes:

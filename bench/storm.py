@@ -120,7 +120,7 @@ def main():
                 print(
                     f"run {run + 1} {impl:5s} N={n:5d}: {row['done']} up, {row['failed']} failed, "
                     f"{row['sessions_per_s']:7.1f} sessions/s, {row['cpu_ms_per_session']:6.2f} ms CPU/session, "
-                    f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms"
+                    f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms [{row['wiring']}]"
                     + (f"  failures: {row['failures']}" if row["failures"] else ""),
                     flush=True,
                 )

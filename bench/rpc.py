@@ -1,0 +1,120 @@
+"""
+One NETCONF/SSH session: RPCs per second and bulk receive throughput.
+
+    python bench/rpc.py                 # 3 runs
+    python bench/rpc.py --runs 5 --count 50000 --big-mb 20
+
+One device process (callhome_mux.testing.fleet, answering every RPC with a
+canned reply without parsing XML, so that the device is not the
+bottleneck) calls home to callhome-mux (bench/_server.py); the server
+process then runs, on that one session:
+
+ - sequential: C{--count}/5 trivial RPCs (<commit/> -> <ok/>), one at a time;
+ - pipelined: C{--count} trivial RPCs with 64 outstanding;
+ - bulk: one <get> whose <rpc-reply> carries C{--big-mb} MB of <data>
+   (many small elements), timed from sending the RPC to the parsed reply.
+
+Targets: >= 30,000 pipelined RPCs/s; >= 200 MB/s for the bulk reply.
+Also printed: server CPU microseconds per RPC (its own getrusage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import sources, start_fleet, start_server, stop_all, summary  # noqa: E402
+
+
+def spied(args, server, name, measure):
+    """Run C{measure}, under py-spy (raw collapsed stacks to PY_SPY.<name>) if asked."""
+    if not args.py_spy:
+        return measure()
+    import signal
+    import subprocess
+    import time
+
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(server.pid), "--rate", "1000", "--format", "raw",
+                            "--nonblocking", "-o", f"{args.py_spy}.{name}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    try:
+        return measure()
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+def one_run(args):
+    server = start_server("mux", "ssh", 1, [f"--set=ssh.channel_window={args.window}"] if args.window else [])
+    fleet = []
+    try:
+        fleet = start_fleet("ssh", server.port, sources(1), 1,
+                            ["--capabilities", "64", "--big-reply", str(int(args.big_mb * 1e6))])
+        fleet[0].send("go")
+        done = fleet[0].expect("done", timeout=60)
+        assert done["done"] == 1, done
+        while server.ask("stats", "sessions")["sessions"] < 1:
+            pass
+        server.ask("rpc_pipe 2000 64", "rpcs")  # warm up
+        seq = spied(args, server, "seq", lambda: server.ask(f"rpc_seq {args.count // 5}", "rpcs", timeout=600))
+        pipe = spied(args, server, "pipe", lambda: server.ask(f"rpc_pipe {args.count} {args.depth}", "rpcs", timeout=600))
+        big = spied(args, server, "big", lambda: server.ask("rpc_big", "bytes", timeout=600))
+        send = server.ask(f"rpc_bigsend {int(args.big_mb * 1e6)}", "sent_bytes", timeout=600)
+        return {
+            "seq_per_s": seq["rpcs"] / seq["seconds"],
+            "seq_cpu_us": seq["cpu"] * 1e6 / seq["rpcs"],
+            "pipe_per_s": pipe["rpcs"] / pipe["seconds"],
+            "pipe_cpu_us": pipe["cpu"] * 1e6 / pipe["rpcs"],
+            "pipe_failed": pipe["failed"],
+            "big_mb_s": big["bytes"] / 1e6 / big["seconds"],
+            "big_transfer_mb_s": big["bytes"] / 1e6 / big["transfer_seconds"],
+            "big_mb": big["bytes"] / 1e6,
+            "big_cpu_s": big["cpu"],
+            "send_mb_s": send["sent_bytes"] / 1e6 / send["seconds"],
+            "send_cpu_s": send["cpu"],
+            "wiring": server.wiring,
+        }
+    finally:
+        stop_all(fleet)
+        stop_all([server])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--count", type=int, default=30000)
+    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--big-mb", type=float, default=20.0)
+    parser.add_argument("--window", type=int, default=0, help="ssh.channel_window for the server (0: its default)")
+    parser.add_argument("--py-spy", help="py-spy the server during each phase: PY_SPY.seq/.pipe/.big")
+    args = parser.parse_args()
+    print(f"rpc: runs={args.runs} pipelined={args.count} (depth {args.depth}) sequential={args.count // 5} "
+          f"bulk={args.big_mb:g} MB", flush=True)
+    rows = []
+    for run in range(args.runs):
+        row = one_run(args)
+        rows.append(row)
+        print(f"run {run + 1}: sequential {row['seq_per_s']:.0f}/s ({row['seq_cpu_us']:.0f} us CPU/RPC), "
+              f"pipelined {row['pipe_per_s']:.0f}/s ({row['pipe_cpu_us']:.0f} us CPU/RPC, {row['pipe_failed']} failed), "
+              f"bulk {row['big_mb']:.1f} MB at {row['big_mb_s']:.0f} MB/s to the parsed reply, "
+              f"{row['big_transfer_mb_s']:.0f} MB/s to the last byte de-framed ({row['big_cpu_s']:.2f} s CPU); "
+              f"sending {row['big_mb']:.0f} MB <edit-config> {row['send_mb_s']:.0f} MB/s ({row['send_cpu_s']:.2f} s CPU) [{row['wiring']}]",
+              flush=True)
+    print("\nmedian [min-max] over runs")
+    pipe = [r["pipe_per_s"] for r in rows]
+    big = [r["big_mb_s"] for r in rows]
+    print(f"  sequential RPCs/s {summary([r['seq_per_s'] for r in rows], '{:.0f}')}")
+    print(f"  pipelined RPCs/s  {summary(pipe, '{:.0f}')}  target >= 30000: "
+          f"{'met' if sorted(pipe)[len(pipe) // 2] >= 30000 else 'NOT met'}")
+    print(f"  bulk MB/s to the last byte (transfer, decrypt, de-frame) {summary([r['big_transfer_mb_s'] for r in rows], '{:.0f}')}")
+    print(f"  sending a bulk <edit-config> MB/s (device window 128 KiB) {summary([r['send_mb_s'] for r in rows], '{:.0f}')}")
+    print(f"  bulk MB/s         {summary(big, '{:.0f}')}  target >= 200: "
+          f"{'met' if sorted(big)[len(big) // 2] >= 200 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
