@@ -28,8 +28,9 @@ class APISettings:
     sse_max_queued: int = 1000
     #: Most event-stream clients at once; more are answered 503.
     sse_max_clients: int = 100
-    #: Seconds a NETCONF RPC or RESTCONF request made through the API may
-    #: take unless the request asks for another (C{?timeout=}).
+    #: Seconds a NETCONF RPC made through the API may take unless the
+    #: request asks for another (C{?timeout=}); RESTCONF requests use the
+    #: C{[restconf]} request timeout.
     rpc_timeout: float = 60.0
     #: Largest request body accepted, in bytes (bigger: 413).
     max_body: int = 4 * 1024 * 1024
