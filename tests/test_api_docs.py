@@ -50,6 +50,13 @@ class OpenAPITests(unittest.TestCase):
         for key, role in served.items():
             self.assertEqual(documented[key], role, key)
 
+    def test_valid_openapi_3(self):
+        try:
+            from openapi_spec_validator import validate
+        except ImportError:
+            raise unittest.SkipTest("openapi-spec-validator is not installed")
+        validate(json.loads(openapi_document()))
+
     def test_references_resolve(self):
         document = json.loads(openapi_document())
         text = json.dumps(document)
