@@ -152,6 +152,9 @@ class DemuxProtocol(protocol.Protocol):
         self._done = True
         self._cancel_timers()
         self.factory.admission.release(self)
+        # Its buffer and decision are not needed any more (~0.5-1 KiB per
+        # held session, bench/hold.py).
+        self._classifier = None
         if decision.accepted:
             self._hand_off(decision)
         else:
