@@ -13,6 +13,7 @@ field is the device's id.  There is no trust on first use.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -36,15 +37,17 @@ class PresentedHostKey:
 
     blob: bytes
 
-    @property
+    # Computed once per connection: the handshake path reads them several
+    # times, and each C{algorithm} parses the key (~20 us).
+    @functools.cached_property
     def fingerprint(self) -> str:
         return ssh_fingerprint(self.blob)
 
-    @property
+    @functools.cached_property
     def algorithm(self) -> str:
         return keys.Key.fromString(self.blob).sshType().decode("ascii")
 
-    @property
+    @functools.cached_property
     def openssh_line(self) -> str:
         """C{algorithm base64}: what an operator pastes into the device entry."""
         return f"{self.algorithm} {base64.b64encode(self.blob).decode('ascii')}"
