@@ -16,6 +16,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
 from twisted.python import failure
 
+from callhome_mux.ssh.windowed import WindowedWriteChannel
+
 
 class CallHomeClientTransport(transport.SSHClientTransport):
     """SSH client over a TCP connection the device opened."""
@@ -98,7 +100,7 @@ class CallHomeConnection(connection.SSHConnection):
         d.addErrback(lambda _: None)
 
 
-class NetconfChannel(channel.SSHChannel):
+class NetconfChannel(WindowedWriteChannel):
     """A session channel running the C{netconf} subsystem (RFC 6242)."""
 
     name = b"session"
