@@ -260,6 +260,7 @@ def main():
     parser.add_argument("--log", choices=("none", "text"), default="none")
     parser.add_argument("--silence-timeout", type=float, default=0.0)
     parser.add_argument("--profile", help="write a cProfile of the whole run here")
+    parser.add_argument("--experiment", action="append", choices=("no-inventory-events", "no-twisted-log"))
     parser.add_argument("--set", action="append", help="section.key=value (TOML value), as twistd callhome-mux --set")
     parser.add_argument("--tracemalloc", type=int, default=0, help="trace allocations with this many frames (memtop)")
     args = parser.parse_args()
@@ -287,6 +288,15 @@ def main():
 
     def listening(ports):
         wiring = ensure_handlers(service, args, tls_paths, devices)
+        for experiment in args.experiment or ():
+            # Take one part away to measure its share (never for the headline figures).
+            if experiment == "no-inventory-events" and service.inventory is not None:
+                service.events.removeObserver(service.inventory._on_event)
+            elif experiment == "no-twisted-log":
+                from twisted.logger import Logger
+
+                service.events._log = Logger(namespace="callhome_mux", observer=lambda event: None)
+            wiring += f"+{experiment}"
         gc.collect()
         emit(port=ports[0].getHost().port, pid=os.getpid(), wiring=wiring, **process_stats())
 

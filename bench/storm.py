@@ -90,13 +90,15 @@ def main():
     parser.add_argument("--capabilities", type=int, default=64)
     parser.add_argument("--log", choices=("none", "text"), default="none", help="callhome-mux text log")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--experiment", action="append", default=[],
+                        help="bench/_server.py --experiment (take a part away to measure its share)")
     parser.add_argument("--profile", help="cProfile each server process into PROFILE.<impl>.<n>.<run>")
     parser.add_argument("--py-spy", help="py-spy (raw, collapsed stacks) each server during the storm: PY_SPY.<impl>.<n>.<run>")
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
     impls = ["mux"] if (args.kind == "tls" or args.no_floor) else ["floor", "mux"]
-    server_extra = ["--log", args.log]
+    server_extra = ["--log", args.log, *[f"--experiment={e}" for e in args.experiment]]
     fleet_extra = ["--capabilities", str(args.capabilities)]
     if args.kind == "tls":
         from callhome_mux.testing.fleet import write_pki
