@@ -46,6 +46,7 @@ SECTIONS: Dict[str, str] = {
     "tls": "callhome_mux.tls.settings:TLSSettings",
     "restconf": "callhome_mux.restconf.settings:RestconfSettings",
     "inventory": "callhome_mux.inventory.settings:InventorySettings",
+    "api": "callhome_mux.api.settings:APISettings",
 }
 
 

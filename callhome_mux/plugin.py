@@ -58,6 +58,11 @@ def makeService(options: Options) -> CallHomeService:
         )
 
     service = CallHomeService(options.config, config_loader=reload_same_command_line)
+    # The HTTP API is part of the server twistd runs (loopback only until
+    # configured otherwise); embedders add it if they want it.
+    from callhome_mux.api import make_api_service
+
+    make_api_service(service, options.config.api).setServiceParent(service)
     service.stop_reactor_on_start_failure = True
     from twisted.internet import reactor
 

@@ -54,6 +54,17 @@ def from_table(cls: Type[T], table: Mapping[str, Any] | None, section: str) -> T
         raise
 
 
+_SECRET_KEY_WORDS = ("password", "passphrase", "secret", "token", "private_key")
+
+
+def _shown(value: Any, key: str) -> str:
+    """How a refused value appears in a message: never the value of a secret."""
+    name = key.rsplit(".", 1)[-1].lower()
+    if any(word in name for word in _SECRET_KEY_WORDS) and not name.endswith("_file"):
+        return f"{type(value).__name__} (value hidden)"
+    return repr(value)
+
+
 def coerce(annotation: Any, value: Any, key: str) -> Any:
     """Check C{value} against C{annotation}; convert lists to tuples for frozen settings."""
     origin = typing.get_origin(annotation)
@@ -69,45 +80,45 @@ def coerce(annotation: Any, value: Any, key: str) -> Any:
                 return coerce(option, value, key)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(f"expected {_describe(annotation)}, got {value!r}", key)
+        raise ConfigError(f"expected {_describe(annotation)}, got {_shown(value, key)}", key)
     if origin in (list, tuple, typing.List, typing.Tuple) or annotation in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"expected a list, got {value!r}", key)
+            raise ConfigError(f"expected a list, got {_shown(value, key)}", key)
         item_type = args[0] if args else Any
         items = [coerce(item_type, item, f"{key}[{index}]") for index, item in enumerate(value)]
         return tuple(items) if origin is tuple or annotation is tuple else items
     if origin in (dict, typing.Dict) or annotation is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a table, got {value!r}", key)
+            raise ConfigError(f"expected a table, got {_shown(value, key)}", key)
         return dict(value)
     if annotation is Any:
         return value
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", key)
+            raise ConfigError(f"expected true or false, got {_shown(value, key)}", key)
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected a whole number, got {value!r}", key)
+            raise ConfigError(f"expected a whole number, got {_shown(value, key)}", key)
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"expected a number, got {value!r}", key)
+            raise ConfigError(f"expected a number, got {_shown(value, key)}", key)
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}", key)
+            raise ConfigError(f"expected a string, got {_shown(value, key)}", key)
         return value
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a table, got {value!r}", key)
+            raise ConfigError(f"expected a table, got {_shown(value, key)}", key)
         return from_table(annotation, value, key)
     if isinstance(annotation, type) and issubclass(annotation, __import__("enum").Enum):
         try:
             return annotation(value)
         except ValueError:
             choices = ", ".join(repr(m.value) for m in annotation)
-            raise ConfigError(f"expected one of {choices}, got {value!r}", key) from None
+            raise ConfigError(f"expected one of {choices}, got {_shown(value, key)}", key) from None
     raise ConfigError(f"unsupported setting type {annotation!r}", key)
 
 
@@ -120,9 +131,9 @@ def _describe(annotation: Any) -> str:
 def positive(value: float, key: str) -> None:
     """Refuse zero and negative values for C{key}."""
     if value <= 0:
-        raise ConfigError(f"must be greater than 0, got {value!r}", key)
+        raise ConfigError(f"must be greater than 0, got {_shown(value, key)}", key)
 
 
 def at_least(value: float, minimum: float, key: str) -> None:
     if value < minimum:
-        raise ConfigError(f"must be at least {minimum}, got {value!r}", key)
+        raise ConfigError(f"must be at least {minimum}, got {_shown(value, key)}", key)

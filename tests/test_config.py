@@ -66,6 +66,17 @@ class ConfigTests(unittest.TestCase):
                 load_config(self.write(text))
             self.assertIn(key, str(caught.exception), text)
 
+    def test_secret_values_never_in_messages(self):
+        cases = [
+            '[[devices]]\nid = "a"\noutbound_ssh_secret = 987654321\n',
+            '[[devices]]\nid = "a"\ncredentials = { password = 987654321 }\n',
+        ]
+        for text in cases:
+            with self.assertRaises(ConfigError) as caught:
+                load_config(self.write(text))
+            self.assertNotIn("987654321", str(caught.exception))
+            self.assertIn("devices[0]", str(caught.exception))
+
     def test_missing_file(self):
         with self.assertRaises(ConfigError) as caught:
             load_config("/nonexistent/callhome.toml")

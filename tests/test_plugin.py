@@ -70,12 +70,16 @@ class TwistdProcessTests(unittest.TestCase):
         transport = reactor.spawnProcess(
             process,
             sys.executable,
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "callhome-mux", "--listen", "tcp:0:interface=127.0.0.1"],
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "callhome-mux", "--listen", "tcp:0:interface=127.0.0.1",
+             "--set", "api.listen=tcp:0:interface=127.0.0.1"],
             env=env,
             path=workdir,
         )
         self.addCleanup(lambda: transport.signalProcess("KILL") if transport.pid else None)
         output = yield process.ready
+        process.marker, process.ready = b"service.started", defer.Deferred()
+        if b"service.started" not in output:
+            output = yield process.ready
         self.assertTrue(os.path.isdir(os.path.join(workdir, "callhome-mux-state")))
         self.assertEqual(os.stat(os.path.join(workdir, "callhome-mux-state")).st_mode & 0o777, 0o700)
         port = int(output.split(b"address=127.0.0.1:")[1].split()[0])
@@ -93,6 +97,18 @@ class TwistdProcessTests(unittest.TestCase):
 
         client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Client())
         yield client.lost
+
+        # The HTTP API is up on loopback, with a generated admin token (0600).
+        state = os.path.join(workdir, "callhome-mux-state")
+        with open(os.path.join(state, "api-address")) as handle:
+            url = handle.read().strip()
+        self.assertTrue(url.startswith("http://127.0.0.1:"), url)
+        self.assertEqual(os.stat(os.path.join(state, "api-token")).st_mode & 0o777, 0o600)
+        from twisted.web.client import Agent, readBody
+
+        response = yield Agent(reactor).request(b"GET", (url.rstrip("/") + "/healthz").encode())
+        self.assertEqual(response.code, 200)
+        yield readBody(response)
         transport.signalProcess("TERM")
         yield process.ended
         text = process.output.decode()

@@ -131,7 +131,8 @@ class SighupTests(unittest.TestCase):
             process,
             sys.executable,
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-             "callhome-mux", "--config", config, "--listen", "tcp:0:interface=127.0.0.1"],
+             "callhome-mux", "--config", config, "--listen", "tcp:0:interface=127.0.0.1",
+             "--set", "api.listen=tcp:0:interface=127.0.0.1"],
             env=env,
             path=workdir,
         )
