@@ -153,6 +153,22 @@ class EditTests(OperationsMixin, TestCase):
         self.assertEqual(self.mtu(session, "eth0"), "1400")
         self.assertEqual(self.mtu(session, "eth1"), "9000")
 
+    def test_config_root_is_unwrapped_not_nested(self):
+        # What ncclient users write: a <config> root, bare or in NETCONF's namespace.
+        session = self.connect()
+        for wrapper in ("<config>", '<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'):
+            edit = (
+                f'{wrapper}<top xmlns="{T}"><interfaces><interface><name>eth0</name>'
+                f"<mtu>1300</mtu></interface></interfaces></top></config>"
+            )
+            self.result(session.edit_config(edit))
+            sent = self.last_operation().find(qn("config"))
+            self.assertEqual([etree.QName(child).localname for child in sent], ["top"])
+            self.assertEqual(self.mtu(session, "eth0"), "1300")
+        # A <config> in some other namespace is data, and stays as given.
+        self.result(session.edit_config('<config xmlns="urn:example:app"/>'))
+        self.assertEqual(etree.QName(self.last_operation().find(qn("config"))[0]).namespace, "urn:example:app")
+
     def test_options_are_sent(self):
         session = self.connect()
         self.result(session.edit_config(f'<top xmlns="{T}"/>', default_operation="none",

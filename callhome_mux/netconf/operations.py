@@ -66,6 +66,20 @@ def content_elements(content) -> list:
     return [element for item in content for element in content_elements(item)]
 
 
+def config_content(config) -> list:
+    """
+    The elements that go inside <config>.  A single <config> root, with no
+    namespace or NETCONF's (what ncclient users write), is unwrapped rather
+    than nested inside ours.
+    """
+    elements = content_elements(config)
+    if len(elements) == 1:
+        name = etree.QName(elements[0])
+        if name.localname == "config" and name.namespace in (None, BASE_NS):
+            return list(elements[0])
+    return elements
+
+
 def build_filter(spec: FilterSpec, tag: str = qn("filter")):
     """
     A <filter> element from C{spec}: None, a L{SubtreeFilter}, an
@@ -207,7 +221,7 @@ class NetconfOperations:
             _check_choice("error_option", error_option, ERROR_OPTIONS)
             children.append(_leaf("error-option", error_option))
         holder = etree.Element(qn("config"))
-        for element in content_elements(config):
+        for element in config_content(config):
             holder.append(_copy(element))
         children.append(holder)
         return self.rpc(_op("edit-config", *children), timeout)
@@ -219,7 +233,7 @@ class NetconfOperations:
         else:
             source_element = etree.Element(qn("source"))
             config = etree.SubElement(source_element, qn("config"))
-            for element in content_elements(source):
+            for element in config_content(source):
                 config.append(_copy(element))
         return self.rpc(_op("copy-config", datastore(target, "target"), source_element), timeout)
 
@@ -239,7 +253,7 @@ class NetconfOperations:
         else:
             source_element = etree.Element(qn("source"))
             config = etree.SubElement(source_element, qn("config"))
-            for element in content_elements(source):
+            for element in config_content(source):
                 config.append(_copy(element))
         return self.rpc(_op("validate", source_element), timeout)
 
