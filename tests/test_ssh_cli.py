@@ -54,7 +54,7 @@ class CLITests(unittest.TestCase):
                 "--running-file", running, "--device-id", "cli-1"]
         options = cli.build_parser().parse_args(argv)
         line = cli.build_ssh_device(options).host_key_line
-        manager.service.directory.replace([Device(id="cli-1", ssh_host_keys=(line,), credentials=Credentials(password="pw"))])
+        yield manager.addDevices([Device(id="cli-1", ssh_host_keys=(line,), credentials=Credentials(password="pw"))])
         out = io.StringIO()
         finished = cli._ssh_run(reactor, options, out=out)
         session = yield manager.registry.whenConnected("cli-1")

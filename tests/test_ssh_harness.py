@@ -34,7 +34,7 @@ class Manager:
         self._closed = 0
         self._idle_waiters: List[defer.Deferred] = []
         self.service.addEventObserver(self._observe)
-        self.service.directory.replace(list(devices))
+        self._initial_devices = list(devices)
         self.handler = SSHHandler(
             self.service.directory,
             self.service.registry,
@@ -51,10 +51,22 @@ class Manager:
     @defer.inlineCallbacks
     def start(self):
         self.service.startService()
+        self.testcase.addCleanup(self.stop)
+        yield self.service.whenStarted()
         (port,) = yield self.service.whenListening()
         self.port = port.getHost().port
-        self.testcase.addCleanup(self.stop)
+        yield self.addDevices(self._initial_devices)
         return self
+
+    @defer.inlineCallbacks
+    def addDevices(self, devices):
+        """Add devices the way an operator would at run time (the inventory owns the directory)."""
+        inventory = getattr(self.service, "inventory", None)
+        if inventory is None:
+            self.service.directory.replace(list(self.service.directory.all()) + list(devices))
+            return
+        for device in devices:
+            yield inventory.add_device(device)
 
     def callHome(self, device) -> defer.Deferred:
         self._devices.append(device)
