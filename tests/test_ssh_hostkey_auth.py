@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from callhome_mux.inventory.model import Credentials, Device
+from callhome_mux.ssh.hybrid_kex import HYBRID_AVAILABLE
 from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.testing.ssh_device import JuniperPreamble, SSHCallHomeDevice, generate_ed25519_key
 from tests.test_ssh_harness import Manager, generate_key, write_private_key
@@ -29,7 +30,9 @@ class HostKeyTests(unittest.TestCase):
         self.assertEqual(details["transport"], "netconf-ssh")
         self.assertEqual(details["device_id"], "r1")
         self.assertEqual(details["host_key_fingerprint"], device.fingerprint)
-        self.assertEqual(details["algorithms"]["kex"], "curve25519-sha256")
+        # Post-quantum hybrid first, when cryptography has ML-KEM.
+        expected_kex = "mlkem768x25519-sha256" if HYBRID_AVAILABLE else "curve25519-sha256"
+        self.assertEqual(details["algorithms"]["kex"], expected_kex)
         self.assertEqual(details["algorithms"]["host_key"], "ssh-ed25519")
         self.assertEqual(details["algorithms"]["cipher_out"], "aes256-ctr")
         self.assertEqual(details["algorithms"]["mac_out"], "hmac-sha2-512")
@@ -38,6 +41,32 @@ class HostKeyTests(unittest.TestCase):
         self.assertTrue(details["peer"].startswith("127.0.0.1:"))
         accepted = manager.named("ssh.hostkey.accepted")[0]
         self.assertEqual((accepted["device_id"], accepted["fingerprint"]), ("r1", device.fingerprint))
+
+    @defer.inlineCallbacks
+    def test_classic_kex_when_configured(self):
+        device = SSHCallHomeDevice(password="pw")
+        settings = SSHSettings(key_exchanges=("curve25519-sha256",))
+        manager = yield Manager(self, [device_entry(device, password="pw")], settings=settings).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("r1")
+        self.assertEqual(session.details["algorithms"]["kex"], "curve25519-sha256")
+
+    @defer.inlineCallbacks
+    def test_pluggable_asynchronous_trust(self):
+        from callhome_mux.ssh.trust import HostKeyVerdict
+
+        device = SSHCallHomeDevice(password="pw")
+        seen = []
+
+        def trust(key, claimed):
+            seen.append((key.fingerprint, claimed))
+            return defer.succeed(HostKeyVerdict(device=Device(id="from-policy", credentials=Credentials(password="pw"))))
+
+        manager = yield Manager(self, [], trust=trust).start()
+        yield manager.callHome(device)
+        session = yield manager.registry.whenConnected("from-policy")
+        self.assertEqual(seen, [(device.fingerprint, None)])
+        self.assertEqual(session.device_id, "from-policy")
 
     @defer.inlineCallbacks
     def test_fingerprint_entry_identifies_device(self):

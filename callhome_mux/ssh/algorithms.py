@@ -10,6 +10,7 @@ from typing import Iterable, List, Sequence
 
 from twisted.conch.ssh import transport
 
+from callhome_mux.ssh.hybrid_kex import client_key_exchanges
 from callhome_mux.ssh.settings import SSHSettings
 
 
@@ -36,7 +37,7 @@ def offer_for(settings: SSHSettings) -> AlgorithmOffer:
     """
     client = transport.SSHClientTransport
     offer = AlgorithmOffer(
-        key_exchanges=_keep_supported(settings.key_exchanges, client.supportedKeyExchanges),
+        key_exchanges=_keep_supported(settings.key_exchanges, client_key_exchanges()),
         host_key_algorithms=_keep_supported(settings.host_key_algorithms, client.supportedPublicKeys),
         ciphers=_keep_supported(settings.ciphers, client.supportedCiphers),
         macs=_keep_supported(settings.macs, client.supportedMACs),

@@ -16,10 +16,11 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
 from twisted.python import failure
 
+from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
 
 
-class CallHomeClientTransport(transport.SSHClientTransport):
+class CallHomeClientTransport(HybridKexClientMixin, transport.SSHClientTransport):
     """SSH client over a TCP connection the device opened."""
 
     def __init__(self, owner, offer):
