@@ -22,6 +22,8 @@ class CLITests(unittest.TestCase):
         options = parser.parse_args(["ssh", "--connect", "[::1]:4334", "--auth-methods", "password"])
         self.assertEqual(options.connect, ("::1", 4334))
         self.assertIs(options.run, cli._ssh_run)
+        # Other kinds are subcommands of the same command.
+        self.assertEqual(parser.parse_args(["restconf", "--connect", "h:1"]).command, "restconf")
 
     def test_host_key_file_created_then_reused(self):
         path = os.path.join(self.mktemp())

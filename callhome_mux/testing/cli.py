@@ -150,8 +150,15 @@ def _ssh() -> Subcommand:
     return Subcommand("ssh", "NETCONF over SSH call home (RFC 8071 §3): dial out, serve as SSH server", _ssh_arguments, _ssh_run)
 
 
+def _restconf() -> Subcommand:
+    # Imported when the parser is built: the RESTCONF simulator is heavier.
+    from callhome_mux.testing.restconf_device import restconf_subcommand
+
+    return restconf_subcommand()
+
+
 #: Factories of the subcommands, in --help order.  Add new kinds here.
-SUBCOMMANDS: List[Callable[[], Subcommand]] = [_ssh]
+SUBCOMMANDS: List[Callable[[], Subcommand]] = [_ssh, _restconf]
 
 
 def build_parser(subcommands=None) -> argparse.ArgumentParser:
