@@ -15,6 +15,7 @@ from tests.test_ssh_harness import Manager
 
 
 class CLITests(unittest.TestCase):
+    timeout = 60
     def test_subcommands_and_required_connect(self):
         parser = cli.build_parser()
         with self.assertRaises(SystemExit):

@@ -20,6 +20,7 @@ def device_entry(device: SSHCallHomeDevice, device_id: str = "r1", **credentials
 
 
 class HostKeyTests(unittest.TestCase):
+    timeout = 60
     @defer.inlineCallbacks
     def test_known_device_gets_a_session(self):
         device = SSHCallHomeDevice(username="admin", password="pw")
@@ -137,6 +138,7 @@ class HostKeyTests(unittest.TestCase):
 
 
 class AuthenticationTests(unittest.TestCase):
+    timeout = 60
     @defer.inlineCallbacks
     def connect(self, device, entry, settings=None):
         manager = yield Manager(self, [entry], settings=settings).start()

@@ -28,6 +28,7 @@ def entry_for(device, device_id="r1", secret=None, password="pw") -> Device:
 
 
 class NetconfOverSSHTests(unittest.TestCase):
+    timeout = 60
     @defer.inlineCallbacks
     def up(self, device, settings=None, clock=None, entry=None):
         manager = yield Manager(self, [entry or entry_for(device)], settings=settings, clock=clock).start()
@@ -98,6 +99,7 @@ class NetconfOverSSHTests(unittest.TestCase):
 
 
 class KeepaliveTests(unittest.TestCase):
+    timeout = 60
     @defer.inlineCallbacks
     def test_device_that_stops_answering_is_lost(self):
         clock = task.Clock()
@@ -180,6 +182,7 @@ class KeepaliveTests(unittest.TestCase):
 
 
 class JuniperPreambleTests(unittest.TestCase):
+    timeout = 60
     @defer.inlineCallbacks
     def test_good_hmac_is_accepted(self):
         device = SSHCallHomeDevice(password="pw", preamble=JuniperPreamble("r1", secret="xyzzy-42"))
@@ -221,6 +224,7 @@ class JuniperPreambleTests(unittest.TestCase):
 
 
 class SetupFailureTests(unittest.TestCase):
+    timeout = 60
     @defer.inlineCallbacks
     def test_subsystem_refused(self):
         device = SSHCallHomeDevice(password="pw", subsystem="not-netconf")

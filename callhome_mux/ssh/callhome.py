@@ -63,6 +63,7 @@ class SSHCallHome:
         self.transport = CallHomeClientTransport(self, offer)
         self.device: Optional[Device] = None
         self.host_key: Optional[PresentedHostKey] = None
+        self._candidate = None
         self.details: Dict[str, Any] = {
             "transport": "netconf-ssh",
             "peer": connection.peer_text,
@@ -128,11 +129,17 @@ class SSHCallHome:
             self._close_reason = problem
             self._emit("ssh.preamble.rejected", device_id=device.id, reason=problem, **who)
             raise HostKeyRefused(problem)
-        self.device = device
-        self.details.update(device_id=device.id, host_key_fingerprint=key.fingerprint, host_key_algorithm=key.algorithm)
-        self._emit("ssh.hostkey.accepted", source=verdict.source, **who)
+        # conch checks the exchange-hash signature only after this returns:
+        # the key is proven (and the device known) once the transport is
+        # secured, not yet here.
+        self._candidate = (device, verdict.source, who)
 
     def transportSecured(self, t: CallHomeClientTransport) -> None:
+        device, source, who = self._candidate
+        self.device = device
+        key = self.host_key
+        self.details.update(device_id=device.id, host_key_fingerprint=key.fingerprint, host_key_algorithm=key.algorithm)
+        self._emit("ssh.hostkey.accepted", source=source, **who)
         self.details["algorithms"] = t.negotiated()
         self.stage = "authentication"
         credentials = self._credentials()
