@@ -71,6 +71,23 @@ class NetconfOverSSHTests(unittest.TestCase):
         self.assertEqual(len(data.findall(".//{urn:example:big}item")), 12000)
 
     @defer.inlineCallbacks
+    def test_rekey_keeps_the_session(self):
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
+        manager, session = yield self.up(device)
+        offered = list(device.offered_credentials)
+        device.connections[-1].sendKexInit()
+        for _ in range(3):
+            data = yield session.get_config("running")
+        self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
+        (call,) = manager.handler.calls.values()
+        self.assertEqual(call.key_exchanges, 2)
+        # The same key again: no new identification, no second login.
+        self.assertEqual(len(manager.named("ssh.hostkey.accepted")), 1)
+        self.assertEqual(device.offered_credentials, offered)
+        self.assertIs(manager.registry.get("r1"), session)
+        self.assertTrue(session.is_up)
+
+    @defer.inlineCallbacks
     def test_calling_home_again_replaces_the_session(self):
         device = SSHCallHomeDevice(password="pw")
         manager, first = yield self.up(device)

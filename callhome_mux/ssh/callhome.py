@@ -26,7 +26,7 @@ from callhome_mux.ssh.client import CallHomeClientTransport, CallHomeConnection,
 from callhome_mux.ssh.keepalive import KeepaliveMonitor
 from callhome_mux.ssh.preamble import preamble_problem
 from callhome_mux.ssh.settings import SSHSettings
-from callhome_mux.ssh.trust import HostKeyTrust, PresentedHostKey
+from callhome_mux.ssh.trust import HOSTKEY_MISMATCH, HostKeyTrust, PresentedHostKey
 from callhome_mux.ssh.userauth import CredentialError, DeviceUserAuth, load_private_key
 
 
@@ -64,6 +64,8 @@ class SSHCallHome:
         self.device: Optional[Device] = None
         self.host_key: Optional[PresentedHostKey] = None
         self._candidate = None
+        #: Completed key exchanges (the first one and any re-keys).
+        self.key_exchanges = 0
         self.details: Dict[str, Any] = {
             "transport": "netconf-ssh",
             "peer": connection.peer_text,
@@ -108,6 +110,8 @@ class SSHCallHome:
             self._keepalive.trafficSeen()
 
     def verifyHostKey(self, blob: bytes) -> defer.Deferred:
+        if self.device is not None:
+            return defer.maybeDeferred(self._rekeyHostKey, blob)
         key = PresentedHostKey(blob)
         self.host_key = key
         claimed = self.connection.preamble.get("DEVICE-ID")
@@ -134,7 +138,23 @@ class SSHCallHome:
         # secured, not yet here.
         self._candidate = (device, verdict.source, who)
 
+    def _rekeyHostKey(self, blob: bytes) -> None:
+        # A re-key must show the key that identified the device.
+        if blob == self.host_key.blob:
+            return
+        key = PresentedHostKey(blob)
+        reason = "the host key changed during a re-key"
+        self._close_reason = reason
+        self._emit(HOSTKEY_MISMATCH, reason=reason, fingerprint=key.fingerprint, algorithm=key.algorithm, host_key=key.openssh_line)
+        raise HostKeyRefused(reason)
+
     def transportSecured(self, t: CallHomeClientTransport) -> None:
+        self.key_exchanges += 1
+        if self.device is not None:
+            # conch reports every NEWKEYS; after a re-key only the
+            # algorithms may have changed.
+            self.details["algorithms"] = t.negotiated()
+            return
         device, source, who = self._candidate
         self.device = device
         key = self.host_key
