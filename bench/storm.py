@@ -90,6 +90,10 @@ def main():
     parser.add_argument("--capabilities", type=int, default=64)
     parser.add_argument("--log", choices=("none", "text"), default="none", help="callhome-mux text log")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--mux-kex", default="same-as-floor",
+                        help="callhome-mux's ssh.key_exchanges: 'same-as-floor' (curve25519-sha256, what conch's "
+                             "client negotiates; default, for a like-for-like ratio) or 'default' (its own defaults: "
+                             "mlkem768x25519-sha256 first, which conch's client cannot do)")
     parser.add_argument("--experiment", action="append", default=[],
                         help="bench/_server.py --experiment (take a part away to measure its share)")
     parser.add_argument("--profile", help="cProfile each server process into PROFILE.<impl>.<n>.<run>")
@@ -99,6 +103,8 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",")]
     impls = ["mux"] if (args.kind == "tls" or args.no_floor) else ["floor", "mux"]
     server_extra = ["--log", args.log, *[f"--experiment={e}" for e in args.experiment]]
+    if args.kind == "ssh" and args.mux_kex == "same-as-floor":
+        server_extra.append('--set=ssh.key_exchanges=["curve25519-sha256", "curve25519-sha256@libssh.org"]')
     fleet_extra = ["--capabilities", str(args.capabilities)]
     if args.kind == "tls":
         from callhome_mux.testing.fleet import write_pki
@@ -109,7 +115,8 @@ def main():
         fleet_extra += ["--pki", pki_dir]
     rows = []
     print(f"storm: kind={args.kind} sizes={sizes} runs={args.runs} device processes={args.device_procs} "
-          f"capabilities={args.capabilities}+7 log={args.log}", flush=True)
+          f"capabilities={args.capabilities}+7 log={args.log}"
+          + (f" mux-kex={args.mux_kex}" if args.kind == "ssh" else ""), flush=True)
     for run in range(args.runs):
         for n in sizes:
             for impl in impls:
