@@ -60,7 +60,7 @@ class SSHTrustTests(InventoryTestMixin, unittest.TestCase):
     def test_asynchronous_fallback(self):
         yield self.setUpTrust(unknown_device_policy="pending")
         fallback = self.trust.fallback
-        self.trust.fallback = lambda key, claimed: defer.succeed(fallback(key, claimed))
+        self.trust.fallback = lambda key, claimed, peer=None: defer.succeed(fallback(key, claimed, peer))
         verdict = yield self.trust(self.key, None, peer="192.0.2.1:1")
         self.assertEqual(verdict.event, "ssh.hostkey.unknown")
         self.assertEqual(self.inventory.pending()[0].address, "192.0.2.1:1")

@@ -73,6 +73,7 @@ class PendingPolicyTests(TrustCase):
         [entry] = self.service.inventory.pending()
         self.assertEqual(entry.fingerprint, device.fingerprint)
         self.assertEqual(entry.count, 1)
+        self.assertEqual(entry.address.split(":")[0], "127.0.0.1")
         self.assertEqual(self.service.sessions(), [])
         # A second attempt is counted on the same entry, not a new one.
         yield self.refused_call(device, "ssh.hostkey.unknown")

@@ -59,14 +59,14 @@ class HostKeyTests(unittest.TestCase):
         device = SSHCallHomeDevice(password="pw")
         seen = []
 
-        def trust(key, claimed):
-            seen.append((key.fingerprint, claimed))
+        def trust(key, claimed, peer):
+            seen.append((key.fingerprint, claimed, peer.split(":")[0]))
             return defer.succeed(HostKeyVerdict(device=Device(id="from-policy", credentials=Credentials(password="pw"))))
 
         manager = yield Manager(self, [], trust=trust).start()
         yield manager.callHome(device)
         session = yield manager.registry.whenConnected("from-policy")
-        self.assertEqual(seen, [(device.fingerprint, None)])
+        self.assertEqual(seen, [(device.fingerprint, None, "127.0.0.1")])
         self.assertEqual(session.device_id, "from-policy")
 
     @defer.inlineCallbacks

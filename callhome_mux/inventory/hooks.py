@@ -44,7 +44,7 @@ class InventoryHostKeyTrust:
         self.fallback = fallback
 
     def __call__(self, key, claimed_device_id: Optional[str] = None, peer: Optional[str] = None):
-        verdict = self.fallback(key, claimed_device_id)
+        verdict = self.fallback(key, claimed_device_id, peer)
         if isinstance(verdict, defer.Deferred):  # an asynchronous fallback
             return verdict.addCallback(self._judge, key, claimed_device_id, peer)
         return self._judge(verdict, key, claimed_device_id, peer)

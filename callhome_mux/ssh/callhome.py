@@ -115,7 +115,7 @@ class SSHCallHome:
         key = PresentedHostKey(blob)
         self.host_key = key
         claimed = self.connection.preamble.get("DEVICE-ID")
-        d = defer.maybeDeferred(self.trust, key, claimed)
+        d = defer.maybeDeferred(self.trust, key, claimed, self.connection.peer_text)
         d.addCallback(self._judgeHostKey, key, claimed)
         return d
 

@@ -69,7 +69,10 @@ class HostKeyVerdict:
         return self.device is not None
 
 
-HostKeyTrust = Callable[[PresentedHostKey, Optional[str]], Union[HostKeyVerdict, defer.Deferred]]
+#: C{(presented key, claimed device id or None, peer "host:port")} -> a
+#: verdict, or a Deferred of one.  The peer address is for the record
+#: (pending entries, address throttling), never for trust.
+HostKeyTrust = Callable[[PresentedHostKey, Optional[str], str], Union[HostKeyVerdict, defer.Deferred]]
 
 
 class KnownHosts:
@@ -147,7 +150,9 @@ class DirectoryTrust:
         self.directory = directory
         self.known_hosts = known_hosts
 
-    def __call__(self, key: PresentedHostKey, claimed_device_id: Optional[str] = None) -> HostKeyVerdict:
+    def __call__(
+        self, key: PresentedHostKey, claimed_device_id: Optional[str] = None, peer: Optional[str] = None
+    ) -> HostKeyVerdict:
         fingerprint = key.fingerprint
         device, source = self._identify(key, claimed_device_id)
         if claimed_device_id is not None:
