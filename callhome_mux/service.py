@@ -189,6 +189,8 @@ class CallHomeService(service.MultiService):
             restconf_factory=partial(restconf_protocol, settings=config.restconf),
             unknown_device_policy=InventoryCertificatePolicy(self.inventory),
         )
+        inventory = self.inventory
+        tls.device_gate = lambda device, peer: inventory.is_throttled(device.id, address=peer)
         self.registerHandler(ConnectionKind.SSH, ssh)
         self.registerHandler(ConnectionKind.TLS_SILENT, tls)
         self.registerHandler(ConnectionKind.TLS_CLIENT_HELLO, tls)

@@ -268,6 +268,27 @@ class RefusalTests(TestCase):
     def test_expired(self):
         return self.assertRefused(SILENT, test_pki().expired, "expired")
 
+    @defer.inlineCallbacks
+    def test_device_gate_turns_a_verified_device_away(self):
+        """A known device whose calls keep failing (the inventory's back-off) is refused after verification."""
+        manager = Manager(self, SILENT)
+        asked = []
+
+        def gate(device, peer):
+            asked.append((device.id, peer.split(":")[0]))
+            return "device device1.example.net failed 5 times; retry in 30s"
+
+        manager.handler.device_gate = gate
+        device = device_with(test_pki().device)
+        connection = yield manager.call_home(self, device, "silent")
+        throttled = yield manager.log.when("tls.device.throttled")
+        self.assertEqual(throttled["device_id"], "device1.example.net")
+        self.assertIn("retry in 30s", throttled["reason"])
+        self.assertEqual(asked, [("device1.example.net", "127.0.0.1")])
+        yield device.whenLost(connection)
+        self.assertEqual(manager.log.named("tls.certificate.accepted"), [])
+        self.assertEqual(manager.registry.sessions(), [])
+
     def test_not_yet_valid(self):
         return self.assertRefused(CLIENT_HELLO, test_pki().not_yet_valid, "not-yet-valid")
 

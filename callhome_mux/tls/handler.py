@@ -111,6 +111,9 @@ class TLSHandler:
         self.netconf_settings = netconf_settings
         self.clock = clock
         self.restconf_factory = restconf_factory
+        #: C{(device, peer) -> reason or None}: a last word on a verified,
+        #: known device (the inventory's back-off); C{None} admits all.
+        self.device_gate = None
         self.identity = load_identity(settings, state_dir, events, hostname)
         self.trust = TrustStore.from_settings(settings)
         self.verifier = CertificateVerifier(
@@ -218,6 +221,12 @@ class TLSCallHome(Protocol):
             return
         except Exception as error:  # a broken unknown-device policy must not leave the connection hanging
             self._emit("tls.verify.error", direction=self.direction, reason=repr(error))
+            self._close()
+            return
+        gate = self.handler.device_gate
+        refusal = gate(identified.device, self.connection.peer_text) if gate is not None else None
+        if refusal is not None:
+            self._emit("tls.device.throttled", device_id=identified.device_id, reason=refusal)
             self._close()
             return
         self.identified = identified
