@@ -183,6 +183,10 @@ class TestPKI:
         self.email_only = _leaf("email_only", "device-email", self.ca, usages=[ExtendedKeyUsageOID.EMAIL_PROTECTION])
         self.crl = self._crl(self.ca, [self.revoked], now)
 
+    def device_certificate(self, common_name: str) -> Issued:
+        """Another good device certificate, signed by the CA, SAN dNSName C{COMMON_NAME.example.net}."""
+        return _leaf(common_name, common_name, self.ca)
+
     @staticmethod
     def _crl(issuer: Issued, revoked: Iterable[Issued], now) -> x509.CertificateRevocationList:
         builder = (
