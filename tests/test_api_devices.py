@@ -38,7 +38,10 @@ class DevicesTests(unittest.TestCase):
         self.assertTrue(view["connected"])
         self.assertEqual(view["state"]["state"], "connected")
         self.assertEqual(view["session"]["transport"], "netconf-ssh")
-        self.assertEqual(view["session"]["algorithms"]["kex"], "curve25519-sha256")
+        # What the API shows is what the SSH layer negotiated and recorded.
+        negotiated = server.service.registry.get("r1").details["algorithms"]
+        self.assertEqual(view["session"]["algorithms"], negotiated)
+        self.assertIn(negotiated["kex"], ("mlkem768x25519-sha256", "curve25519-sha256"))
         self.assertIn("urn:ietf:params:netconf:base:1.1", view["session"]["capabilities"])
         self.assertGreaterEqual(view["session"]["uptime"], 0)
         self.assertIn("session.up", [entry["event"] for entry in view["history"]])
