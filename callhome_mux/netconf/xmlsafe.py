@@ -45,7 +45,7 @@ def parse(data: bytes):
     start = 3 if data.startswith(_BOM) else 0
     prolog_end = _PROLOG.match(data, start).end()
     if data.startswith(b"<!DOCTYPE", prolog_end):
-        raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are not allowed in NETCONF)")
+        raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are refused)")
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as error:
@@ -55,7 +55,7 @@ def parse(data: bytes):
     # The prefix check reads ASCII-compatible encodings; when the root
     # element did not follow the prolog there (UTF-16, say), ask libxml2.
     if data[prolog_end : prolog_end + 1] != b"<" and root.getroottree().docinfo.doctype:
-        raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are not allowed in NETCONF)")
+        raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are refused)")
     return root
 
 
