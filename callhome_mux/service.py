@@ -31,6 +31,7 @@ from callhome_mux.demux.proxy import ProxyHeaderFactory
 from callhome_mux.events import EventBus, EventObserver
 from callhome_mux.inventory.model import DeviceDirectory
 from callhome_mux.listener import ListenerSpec
+from callhome_mux.listening import PortWaiter
 from callhome_mux.sessions import SessionRegistry
 
 
@@ -39,21 +40,22 @@ class ListenerService(service.Service):
 
     def __init__(self, spec: ListenerSpec, factory, reactor, events: EventBus):
         self.spec = spec
-        self._events = events
         self.factory = factory
         self._reactor = reactor
-        self.port = None
-        self._waiters: List[defer.Deferred] = []
+        self._events = events
+        self._port = PortWaiter()
         self.setName(spec.name)
+
+    @property
+    def port(self):
+        return self._port.port
 
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self._reactor, self.spec.endpoint)
-        listening = endpoint.listen(self.factory)
-        listening.addCallbacks(self._listening, self._failed)
+        endpoint.listen(self.factory).addCallbacks(self._listening, self._failed)
 
     def _listening(self, port) -> None:
-        self.port = port
         address = port.getHost()
         self._events.emit(
             "listener.started",
@@ -62,31 +64,19 @@ class ListenerService(service.Service):
             proxy=self.spec.proxy,
             address=f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}",
         )
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(port)
+        self._port.listening(port)
 
     def _failed(self, failure) -> None:
         self._events.emit("listener.failed", listener=self.spec.name, reason=failure.getErrorMessage())
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
-        if not waiters:
+        if not self._port.failed(failure):
             failure.raiseException()
 
     def whenListening(self) -> defer.Deferred:
-        if self.port is not None:
-            return defer.succeed(self.port)
-        waiter: defer.Deferred = defer.Deferred()
-        self._waiters.append(waiter)
-        return waiter
+        return self._port.whenListening()
 
     def stopService(self):
         super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        return self._port.stop()
 
 
 class CallHomeService(service.MultiService):

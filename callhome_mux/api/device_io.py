@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from urllib.parse import unquote
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 from lxml import etree
 from twisted.internet import defer

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import Any, Callable, Deque, Dict, Optional, Sequence, Set
+from typing import Callable, Deque, Optional, Sequence, Set
 
 from twisted.internet import task
 from twisted.internet.interfaces import IPushProducer

@@ -13,13 +13,14 @@ C{api-token} (mode 0600) and reports where, never what.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Optional
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.web import server
 
+from callhome_mux.listening import PortWaiter
 from callhome_mux.api.admin import AdminHandlers
 from callhome_mux.api.context import APIContext
 from callhome_mux.api.device_io import DeviceIOHandlers
@@ -111,9 +112,8 @@ class APIService(service.Service):
         self.site.requestFactory = LimitedRequest
         self.site.max_body = self.settings.max_body
         self.site.noisy = False
-        self.port = None
+        self._port = PortWaiter()
         self.url: Optional[str] = None
-        self._waiters: List[defer.Deferred] = []
 
     # -- paths -------------------------------------------------------------------
 
@@ -147,26 +147,21 @@ class APIService(service.Service):
             self.callhome.events.emit("api.token.generated", path=path, token_id=stored.id, role=ADMIN)
 
     def _listening(self, port) -> None:
-        self.port = port
         self.url = api_url(self.settings.listen, port.getHost())
         write_private_file(self._state_path(self.settings.address_file), self.url + "\n")
         self.callhome.events.emit("api.started", url=self.url, listen=self.settings.listen)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(port)
+        self._port.listening(port)
 
     def _failed(self, failure) -> None:
         self.callhome.events.emit("api.failed", listen=self.settings.listen, reason=failure.getErrorMessage())
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._port.failed(failure)
+
+    @property
+    def port(self):
+        return self._port.port
 
     def whenListening(self) -> defer.Deferred:
-        if self.port is not None:
-            return defer.succeed(self.port)
-        waiter: defer.Deferred = defer.Deferred()
-        self._waiters.append(waiter)
-        return waiter
+        return self._port.whenListening()
 
     def stopService(self):
         super().stopService()
@@ -180,13 +175,10 @@ class APIService(service.Service):
                 remove(observer)
             except ValueError:
                 pass
-        port, self.port = self.port, None
         address_file = self._state_path(self.settings.address_file)
         if os.path.exists(address_file):
             os.unlink(address_file)
-        if port is not None:
-            return port.stopListening()
-        return None
+        return self._port.stop()
 
 
 def api_url(listen: str, address) -> str:

@@ -9,7 +9,7 @@ once, so a wrong password is never retried in a loop.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Set
+from typing import Callable, List, Optional
 
 from twisted.conch.ssh import keys, userauth
 from twisted.conch.ssh.common import NS, getNS

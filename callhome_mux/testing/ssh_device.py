@@ -18,7 +18,6 @@ saw (passwords offered, global requests) so tests can check the manager.
 
 from __future__ import annotations
 
-import base64
 import struct
 from dataclasses import dataclass
 from functools import partial

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
