@@ -109,3 +109,33 @@ class DecidingTests(TestCase):
         refused = [r for r in fake.records if r["event"] == "tls.protocol.refused"]
         self.assertIn("bytes before the protocol was known", refused[0]["reason"])
         self.assertTrue(callhome.transport.disconnecting)
+
+
+class BusyReactorTests(TestCase):
+    """The silence timer may run before a hello already waiting in the socket is read."""
+
+    def test_hello_read_right_after_the_timer_still_means_netconf(self):
+        clock = task.Clock()
+        callhome, fake, netconf = deciding(clock)
+        callhome._decide(None)
+        # The reactor runs the due timer first ...
+        timer = callhome._timer
+        clock.calls.remove(timer)
+        timer.func(*timer.args, **timer.kw)
+        self.assertEqual((netconf, fake.restconf), ([], []))
+        # ... then reads the socket, which already held the hello.
+        callhome.dataReceived(HELLO)
+        clock.advance(0)
+        self.assertEqual(len(netconf), 1)
+        self.assertEqual(netconf[0].received, HELLO)
+        self.assertEqual(fake.restconf, [])
+
+    def test_true_silence_still_means_restconf(self):
+        clock = task.Clock()
+        callhome, fake, netconf = deciding(clock)
+        callhome._decide(None)
+        clock.advance(fake.settings.protocol_decision_wait)
+        self.assertEqual(len(fake.restconf), 1)
+        self.assertEqual(netconf, [])
+        [decided] = [r for r in fake.records if r["event"] == "tls.protocol.decided"]
+        self.assertEqual(decided["decided_by"], "silence")

@@ -284,10 +284,14 @@ class TLSCallHome(Protocol):
             self._start(decide.from_alpn(alpn), "alpn")
         else:
             # Who speaks first.  The device may already have.
-            self._timer = self.handler.clock.callLater(
-                self.handler.settings.protocol_decision_wait, self._start, decide.RESTCONF, "silence"
-            )
+            self._timer = self.handler.clock.callLater(self.handler.settings.protocol_decision_wait, self._silence_elapsed)
             self._decide_from_bytes()
+
+    def _silence_elapsed(self) -> None:
+        # A busy reactor can run this timer before it reads a hello that is
+        # already waiting in the socket (a storm made NETCONF devices look
+        # like RESTCONF ones).  Give reads one more reactor turn first.
+        self._timer = self.handler.clock.callLater(0, self._start, decide.RESTCONF, "silence")
 
     def _decide_from_bytes(self) -> None:
         try:
