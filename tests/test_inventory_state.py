@@ -203,6 +203,18 @@ class ThrottlingTests(InventoryTestMixin, unittest.TestCase):
         self.assertIsNone(inventory.is_throttled("r1"))
 
     @defer.inlineCallbacks
+    def test_proven_device_failures_do_not_throttle_its_address(self):
+        # Behind one NAT address: r1's credentials are wrong, r2 is fine.
+        r2 = Device("r2", ssh_host_keys=(ssh_fp("r2"),))
+        inventory = yield self.open_inventory([R1, r2], throttle_failures=2, address_throttle_failures=2)
+        for n in range(5):
+            self.bus.emit("ssh.auth.failed", device_id="r1", peer=f"198.51.100.7:{5000 + n}")
+            self.bus.emit("tls.protocol.refused", device_id="r1", peer=f"198.51.100.7:{6000 + n}")
+        self.assertIsNotNone(inventory.is_throttled("r1"))
+        self.assertIsNone(inventory.is_throttled(address="198.51.100.7"))
+        self.assertEqual(inventory.identify(ssh_identity("r2", address="198.51.100.7:7000")).action, "accept")
+
+    @defer.inlineCallbacks
     def test_address_back_off_for_unknown_callers(self):
         inventory = yield self.open_inventory(address_throttle_failures=2, address_throttle_base_delay=5.0, throttle_failures=50)
         for n in range(2):

@@ -693,9 +693,14 @@ class Inventory:
             if not proven:
                 identity = []
             if state == states.FAILED:
+                # A failure a proven device can be held to counts against
+                # that device only: behind a NAT, one device's broken
+                # configuration must not lock its neighbours out.  The
+                # address takes what nobody could be held to.
                 for key in identity:
                     self.record_failure(identity=key)
-                self.record_failure(address=peer)
+                if not identity:
+                    self.record_failure(address=peer)
             elif state == states.CONNECTED:
                 for key in identity:
                     self.record_success(identity=key)
