@@ -150,6 +150,61 @@ def _ssh() -> Subcommand:
     return Subcommand("ssh", "NETCONF over SSH call home (RFC 8071 §3): dial out, serve as SSH server", _ssh_arguments, _ssh_run)
 
 
+def read_tls_material(certificate: str, key: str, trust=()):
+    """(certificate chain PEM, key PEM, trust anchors) from the files a TLS subcommand names."""
+    from cryptography import x509
+
+    with open(certificate, "rb") as handle:
+        certificate_pem = handle.read()
+    with open(key, "rb") as handle:
+        key_pem = handle.read()
+    anchors = []
+    for path in trust:
+        with open(path, "rb") as handle:
+            anchors.extend(x509.load_pem_x509_certificates(handle.read()))
+    return certificate_pem, key_pem, anchors
+
+
+def _netconf_tls_arguments(parser) -> None:
+    parser.add_argument("--connect", required=True, type=parse_address, metavar="HOST:PORT", help="manager to call")
+    parser.add_argument("--certificate", required=True, metavar="FILE", help="device certificate chain (PEM, leaf first)")
+    parser.add_argument("--key", required=True, metavar="FILE", help="device private key (PEM)")
+    parser.add_argument("--trust", metavar="FILE", action="append", default=[], help="CA the manager's certificate must chain to (repeatable)")
+    parser.add_argument("--direction", choices=("silent", "client-hello"), default="silent", help="who sends the ClientHello (default: silent, RFC 8071)")
+    parser.add_argument("--reconnect", type=float, metavar="SECONDS", help="call home again this long after a disconnect")
+
+
+@defer.inlineCallbacks
+def _netconf_tls_run(reactor, options, out=None):
+    from callhome_mux.testing.tls_device import TLSCallHomeDevice
+
+    out = out or sys.stdout
+    host, port = options.connect
+    certificate_pem, key_pem, anchors = read_tls_material(options.certificate, options.key, options.trust)
+    device = TLSCallHomeDevice(certificate_pem, key_pem, anchors)
+    while True:
+        try:
+            connection = yield device.callHome(reactor, host, port, options.direction)
+        except Exception as error:
+            print(f"cannot reach {host}:{port}: {error}", file=out)
+        else:
+            print(f"called home to {host}:{port} ({options.direction})", file=out)
+            yield device.whenLost(connection)
+            print("disconnected", file=out)
+        if options.reconnect is None:
+            return 0
+        yield task.deferLater(reactor, options.reconnect, lambda: None)
+
+
+def _netconf_tls() -> Subcommand:
+    return Subcommand(
+        "netconf-tls",
+        "NETCONF over TLS call home (RFC 8071 §4, RFC 7589): dial out, serve NETCONF inside TLS",
+        _netconf_tls_arguments,
+        _netconf_tls_run,
+    )
+
+
 def _restconf() -> Subcommand:
     # Imported when the parser is built: the RESTCONF simulator is heavier.
     from callhome_mux.testing.restconf_device import restconf_subcommand
@@ -158,7 +213,7 @@ def _restconf() -> Subcommand:
 
 
 #: Factories of the subcommands, in --help order.  Add new kinds here.
-SUBCOMMANDS: List[Callable[[], Subcommand]] = [_ssh, _restconf]
+SUBCOMMANDS: List[Callable[[], Subcommand]] = [_ssh, _netconf_tls, _restconf]
 
 
 def build_parser(subcommands=None) -> argparse.ArgumentParser:

@@ -839,16 +839,9 @@ def _cli_run(reactor, options, out=None):
     else:
         if not (options.certificate and options.key):
             raise SystemExit("--certificate and --key are required unless --plain")
-        from cryptography import x509
+        from callhome_mux.testing.cli import read_tls_material
 
-        with open(options.certificate, "rb") as handle:
-            certificate_pem = handle.read()
-        with open(options.key, "rb") as handle:
-            key_pem = handle.read()
-        anchors = []
-        for path in options.trust:
-            with open(path, "rb") as handle:
-                anchors.extend(x509.load_pem_x509_certificates(handle.read()))
+        certificate_pem, key_pem, anchors = read_tls_material(options.certificate, options.key, options.trust)
         tls_device = device.over_tls(certificate_pem, key_pem, anchors)
     while True:
         if tls_device is None:
