@@ -92,14 +92,15 @@ class DemuxProtocol(protocol.Protocol):
         factory = self.factory
         clock = factory.clock
         self._accepted_at = clock.seconds()
-        self._peer_text = format_address(self.transport.getPeer())
+        peer = self.transport.getPeer()
+        self._peer_text = format_address(peer)
         factory.events.emit(
             "connection.accepted",
             connection_id=self.connection_id,
             peer=self._peer_text,
             listener=factory.listener_name,
         )
-        source = getattr(self.transport.getPeer(), "host", self._peer_text)
+        source = getattr(peer, "host", self._peer_text)
         if factory.address_policy is not None:
             refusal = factory.address_policy(source)
             if refusal is not None:
