@@ -80,6 +80,17 @@ def config_content(config) -> list:
     return elements
 
 
+def _source(source):
+    """<source>: a datastore name or URL, or config content (element(s) or XML text)."""
+    if isinstance(source, str) and not source.lstrip().startswith("<"):
+        return datastore(source, "source")
+    element = etree.Element(qn("source"))
+    config = etree.SubElement(element, qn("config"))
+    for child in config_content(source):
+        config.append(_copy(child))
+    return element
+
+
 def build_filter(spec: FilterSpec, tag: str = qn("filter")):
     """
     A <filter> element from C{spec}: None, a L{SubtreeFilter}, an
@@ -228,13 +239,7 @@ class NetconfOperations:
 
     def copy_config(self, target: str, source, timeout=None) -> defer.Deferred:
         """<copy-config>: C{source} is a datastore name, a URL, or config content."""
-        if isinstance(source, str) and not source.lstrip().startswith("<"):
-            source_element = datastore(source, "source")
-        else:
-            source_element = etree.Element(qn("source"))
-            config = etree.SubElement(source_element, qn("config"))
-            for element in config_content(source):
-                config.append(_copy(element))
+        source_element = _source(source)
         return self.rpc(_op("copy-config", datastore(target, "target"), source_element), timeout)
 
     def delete_config(self, target: str, timeout=None) -> defer.Deferred:
@@ -248,13 +253,7 @@ class NetconfOperations:
 
     def validate(self, source="candidate", timeout=None) -> defer.Deferred:
         """<validate> a datastore (name or URL) or config content."""
-        if isinstance(source, str) and not source.lstrip().startswith("<"):
-            source_element = datastore(source, "source")
-        else:
-            source_element = etree.Element(qn("source"))
-            config = etree.SubElement(source_element, qn("config"))
-            for element in config_content(source):
-                config.append(_copy(element))
+        source_element = _source(source)
         return self.rpc(_op("validate", source_element), timeout)
 
     def commit(
