@@ -121,6 +121,7 @@ class Inventory:
             clock, settings.throttle_max_tracked, lambda key, n, delay: self._throttled("address", key, n, delay),
         )
         self._pruner: Optional[task.LoopingCall] = None
+        self._registry = None
         self._observed: List[Any] = []
         self._close_waiters: Optional[List[defer.Deferred]] = []
 
@@ -634,6 +635,9 @@ class Inventory:
         current = self.state(device_id)
         merged = dict(current.details)
         merged.update(_plain(details))
+        if merged == current.details:
+            # Already written (with the session.up state): wait for that write.
+            return self.store.flush()
         new = dataclasses.replace(current, details=merged)
         self._states[device_id] = new
         return self.store.save_state(new)
@@ -673,6 +677,9 @@ class Inventory:
 
     def watch_sessions(self, registry) -> None:
         """Keep each session's details (algorithms, capabilities) in its device's state."""
+        # session.up is emitted once the session is registered: its details
+        # then go into the same write as the state (see _on_event).
+        self._registry = registry
         registry.addConnectedObserver(
             lambda session: self.session_details(session.device_id, dict(session.details)).addErrback(
                 self._store_failed, "saving session details"
@@ -721,7 +728,23 @@ class Inventory:
                     # address/port) replaced: the device is still connected.
                     state = None
         if mapped is not None and proven and state is not None:
-            writes.append(self.set_state(device_id, state, reason, address=peer, transport=event.get("transport")))
+            current = self.state(device_id)
+            details = None
+            if state == states.CONNECTED and self._registry is not None:
+                session = self._registry.get(device_id)
+                details = dict(session.details) if session is not None else None
+            unchanged = (
+                (current.state, current.reason) == (state, reason)
+                and (peer is None or peer == current.last_address)
+                and details is None
+            )
+            # Two events that leave the state as it was (host key accepted,
+            # then authenticated) cost one write, not two: only last_seen
+            # would move, and the next write carries it.
+            if not unchanged:
+                writes.append(
+                    self.set_state(device_id, state, reason, address=peer, transport=event.get("transport"), details=details)
+                )
         for d in writes:
             d.addErrback(self._store_failed, f"recording {name}")
 
