@@ -60,7 +60,7 @@ class SSHCallHome:
         self.settings = settings
         self.netconf_settings = netconf_settings
         self.clock = clock
-        self.transport = CallHomeClientTransport(self, offer)
+        self.transport = CallHomeClientTransport(self, offer, debug_log=settings.conch_debug_log)
         self.device: Optional[Device] = None
         self.host_key: Optional[PresentedHostKey] = None
         self._candidate = None

@@ -14,17 +14,36 @@ from typing import Any, Dict
 from twisted.conch.ssh import channel, common, connection, transport
 from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
 from twisted.python import failure
 
 from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
 
 
+class _NoDebugLogger(Logger):
+    """
+    conch's transport logs a debug line per key exchange and per service
+    start.  twistd drops debug events anyway, but only after Logger.emit has
+    built each one and sorted the log levels to check it: about 5% of the
+    server's CPU in a call-home storm (bench/storm.py --py-spy).  These are
+    dropped at the source unless C{[ssh] conch_debug_log} asks for them.
+    """
+
+    def debug(self, format=None, **kwargs) -> None:
+        pass
+
+
+_NO_DEBUG = _NoDebugLogger(namespace="twisted.conch.ssh.transport")
+
+
 class CallHomeClientTransport(HybridKexClientMixin, transport.SSHClientTransport):
     """SSH client over a TCP connection the device opened."""
 
-    def __init__(self, owner, offer):
+    def __init__(self, owner, offer, debug_log: bool = False):
         self.owner = owner
+        if not debug_log:
+            self._log = _NO_DEBUG
         # Instance attributes shadow the class-wide lists conch reads when
         # it builds our KEXINIT.
         self.supportedKeyExchanges = list(offer.key_exchanges)

@@ -53,6 +53,10 @@ class SSHSettings:
     auth_timeout: float = 30.0
     #: OpenSSH known_hosts file whose host field is the device id.
     known_hosts: Optional[str] = None
+    #: Keep twisted.conch's own debug-level log lines (one per key exchange
+    #: and service start).  Off: they cost CPU in a storm and twistd's
+    #: default log level drops them anyway.
+    conch_debug_log: bool = False
     #: Credentials for a device that has none of its own.
     default_username: Optional[str] = None
     default_password: Optional[str] = field(default=None, repr=False)
