@@ -218,3 +218,17 @@ def process_stats() -> Dict[str, Any]:
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu": usage.ru_utime + usage.ru_stime, "rss": rss_bytes(os.getpid())}
+
+
+def run_reactor(reactor, profile_path=None) -> None:
+    """Run the reactor; with C{profile_path}, under cProfile, stats written there."""
+    if not profile_path:
+        reactor.run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    reactor.run()
+    profiler.disable()
+    profiler.dump_stats(profile_path)

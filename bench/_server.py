@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import emit, process_stats, serve_control  # noqa: E402
+from bench._common import emit, process_stats, run_reactor, serve_control  # noqa: E402
 
 
 def build_service(args):
@@ -303,16 +303,7 @@ def main():
     service.whenListening().addCallback(listening).addErrback(lambda f: emit(error=f.getTraceback()))
     commands = Commands(service)
     serve_control({name: getattr(commands, name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop", "rpc_bigsend")})
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-        reactor.run()
-        profiler.disable()
-        profiler.dump_stats(args.profile)
-    else:
-        reactor.run()
+    run_reactor(reactor, args.profile)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.conch.ssh import channel, common, connection, transport, userauth  # noqa: E402
 from twisted.internet import defer, protocol  # noqa: E402
 
-from bench._common import emit, process_stats, serve_control  # noqa: E402
+from bench._common import emit, process_stats, run_reactor, serve_control  # noqa: E402
 
 HELLO = (
     b'<?xml version="1.0" encoding="UTF-8"?>'
@@ -138,16 +138,7 @@ def main():
         "gc": gc_command,
     })
     emit(port=port.getHost().port, pid=os.getpid(), wiring="floor", **process_stats())
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-        reactor.run()
-        profiler.disable()
-        profiler.dump_stats(args.profile)
-    else:
-        reactor.run()
+    run_reactor(reactor, args.profile)
 
 
 if __name__ == "__main__":
