@@ -137,7 +137,8 @@ def _logdir() -> str:
 
 
 def start_server(impl: str, kind: str, count: int, extra: Sequence[str] = ()) -> Child:
-    script = os.path.join(HERE, "_server.py" if impl == "mux" else "floor_conch.py")
+    floor = "floor_tls.py" if kind == "tls" else "floor_conch.py"
+    script = os.path.join(HERE, "_server.py" if impl == "mux" else floor)
     child = Child([sys.executable, script, "--kind", kind, "--devices", str(count), *extra], f"server-{impl}")
     first = child.expect("port", timeout=300)
     child.port = first["port"]

@@ -3,7 +3,7 @@ Memory per idle established session, from the server's resident memory.
 
     python bench/hold.py                          # SSH, 1000/5000/15000 sessions, vs the floor, 1 run
     python bench/hold.py --sizes 1000,5000 --runs 3
-    python bench/hold.py --kind tls --no-floor
+    python bench/hold.py --kind tls               # vs the bare-TLS floor (bench/floor_tls.py)
 
 For each size: start the server (callhome-mux, or the bare-conch floor),
 collect garbage and read its RSS (/proc/<pid>/statm), let the devices call
@@ -84,8 +84,9 @@ def main():
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    impls = ["mux"] if (args.kind == "tls" or args.no_floor) else ["floor", "mux"]
+    impls = ["mux"] if args.no_floor else ["floor", "mux"]
     server_extra = []
+    floor_extra = []
     fleet_extra = ["--capabilities", str(args.capabilities)]
     if args.kind == "tls":
         from callhome_mux.testing.fleet import write_pki
@@ -93,6 +94,7 @@ def main():
         pki_dir = tempfile.mkdtemp(prefix="callhome-bench-pki-")
         paths = write_pki(pki_dir)
         server_extra += ["--pki", pki_dir, "--ca-fingerprint", paths["ca_fingerprint"], "--silence-timeout", "0.2"]
+        floor_extra += ["--pki", pki_dir]
         fleet_extra += ["--pki", pki_dir]
     target = 24 if args.kind == "ssh" else 32
     print(f"hold: kind={args.kind} sizes={sizes} runs={args.runs} device processes={args.device_procs} "
@@ -101,7 +103,7 @@ def main():
     for run in range(args.runs):
         for n in sizes:
             for impl in impls:
-                extra = server_extra if impl == "mux" else []
+                extra = server_extra if impl == "mux" else floor_extra
                 row = one_hold(impl, args.kind, n, args.device_procs, args.rate, extra, fleet_extra, args.settle)
                 rows.append(row)
                 rpc = (f", RPC answered {row['rpc_ok']}/{row['sessions']} in {row['rpc_seconds']:.1f} s"

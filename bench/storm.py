@@ -3,11 +3,11 @@ Call-home storm: N devices dial at once; how fast do sessions come up, at what C
 
     python bench/storm.py                      # SSH, N = 500 and 2000, 3 runs, vs the conch floor
     python bench/storm.py --sizes 500 --runs 5
-    python bench/storm.py --kind tls           # NETCONF over TLS, silent devices (no floor)
+    python bench/storm.py --kind tls           # NETCONF over TLS, silent devices, vs the bare-TLS floor
 
 For each run and size, against callhome-mux (bench/_server.py: the real
 CallHomeService) and, for SSH, against the bare-conch floor
-(bench/floor_conch.py): one server process, device processes (one per
+(bench/floor_conch.py) or, for TLS, the bare-TLS floor (bench/floor_tls.py): one server process, device processes (one per
 loopback source address, callhome_mux.testing.fleet) that dial all their
 devices at once.  Printed per run: sessions per second (all devices / from
 the first connect to the last hello), server CPU ms per session (the server
@@ -19,6 +19,7 @@ medians [min-max] over runs and the ratios ours / floor.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -94,6 +95,9 @@ def main():
                         help="callhome-mux's ssh.key_exchanges: 'same-as-floor' (curve25519-sha256, what conch's "
                              "client negotiates; default, for a like-for-like ratio) or 'default' (its own defaults: "
                              "mlkem768x25519-sha256 first, which conch's client cannot do)")
+    parser.add_argument("--tls-groups", default="",
+                        help="TLS key-exchange groups (comma-separated) for both callhome-mux (tls.groups) and the "
+                             "floor, e.g. X25519; default: OpenSSL's own (X25519MLKEM768 first with OpenSSL >= 3.5) for both")
     parser.add_argument("--experiment", action="append", default=[],
                         help="bench/_server.py --experiment (take a part away to measure its share)")
     parser.add_argument("--profile", help="cProfile each server process into PROFILE.<impl>.<n>.<run>")
@@ -101,8 +105,9 @@ def main():
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    impls = ["mux"] if (args.kind == "tls" or args.no_floor) else ["floor", "mux"]
+    impls = ["mux"] if args.no_floor else ["floor", "mux"]
     server_extra = ["--log", args.log, *[f"--experiment={e}" for e in args.experiment]]
+    floor_extra = []
     if args.kind == "ssh" and args.mux_kex == "same-as-floor":
         server_extra.append('--set=ssh.key_exchanges=["curve25519-sha256", "curve25519-sha256@libssh.org"]')
     fleet_extra = ["--capabilities", str(args.capabilities)]
@@ -112,15 +117,21 @@ def main():
         pki_dir = tempfile.mkdtemp(prefix="callhome-bench-pki-")
         paths = write_pki(pki_dir)
         server_extra += ["--pki", pki_dir, "--ca-fingerprint", paths["ca_fingerprint"]]
+        floor_extra += ["--pki", pki_dir]
         fleet_extra += ["--pki", pki_dir]
+        if args.tls_groups:
+            groups = [g for g in args.tls_groups.replace(":", ",").split(",") if g]
+            server_extra.append("--set=tls.groups=" + json.dumps(groups))
+            floor_extra.append("--groups=" + ":".join(groups))
     rows = []
     print(f"storm: kind={args.kind} sizes={sizes} runs={args.runs} device processes={args.device_procs} "
           f"capabilities={args.capabilities}+7 log={args.log}"
-          + (f" mux-kex={args.mux_kex}" if args.kind == "ssh" else ""), flush=True)
+          + (f" mux-kex={args.mux_kex}" if args.kind == "ssh" else f" tls-groups={args.tls_groups or 'default'}"),
+          flush=True)
     for run in range(args.runs):
         for n in sizes:
             for impl in impls:
-                extra = list(server_extra) if impl == "mux" else []
+                extra = list(server_extra) if impl == "mux" else list(floor_extra)
                 if args.profile:
                     extra += ["--profile", f"{args.profile}.{impl}.{n}.{run + 1}"]
                 spy = f"{args.py_spy}.{impl}.{n}.{run + 1}" if args.py_spy else None
@@ -152,7 +163,7 @@ def main():
                 f"  ours/floor N={n}: CPU per session {summary(cpu_ratio, '{:.2f}')}x (target <= 1.10), "
                 f"sessions/s {summary(rate_ratio, '{:.2f}')}x (target >= 0.90)"
             )
-        elif args.kind == "tls":
+        if args.kind == "tls":
             cpu = [r["cpu_ms_per_session"] for r in by["mux"]]
             print(f"  TLS N={n}: CPU ms/session {summary(cpu, '{:.2f}')} (target <= 1.1)")
 

@@ -217,6 +217,14 @@ class NetconfEndToEndTests(TestCase):
         self.assertEqual(session.details["tls_version"], "TLSv1.2")
 
     @defer.inlineCallbacks
+    def test_configured_groups(self):
+        """tls.groups is what OpenSSL offers; the negotiated group is in the session details."""
+        manager = Manager(self, SILENT, groups=("secp384r1",))
+        yield manager.call_home(self, device_with(test_pki().device), "silent")
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["tls_group"], "secp384r1")
+
+    @defer.inlineCallbacks
     def test_tcp_keepalive_on_socket(self):
         manager = Manager(self, SILENT, keepalive_idle=42, keepalive_interval=7, keepalive_count=3)
         yield manager.call_home(self, device_with(test_pki().device), "silent")
@@ -459,6 +467,13 @@ class ConfigurationTests(TestCase):
             TLSHandler(DeviceDirectory(), SessionRegistry(EventBus()), EventBus(), settings, NetconfSettings(), directory)
         self.assertTrue(str(caught.exception).startswith("tls.private_key_file"), str(caught.exception))
         self.assertNotIn("BEGIN", str(caught.exception))
+
+    def test_unknown_group_names_the_key(self):
+        directory = temp_dir(self)
+        settings = TLSSettings(groups=("X25519", "no-such-group"))
+        with self.assertRaises(ConfigError) as caught:
+            TLSHandler(DeviceDirectory(), SessionRegistry(EventBus()), EventBus(), settings, NetconfSettings(), directory)
+        self.assertTrue(str(caught.exception).startswith("tls.groups"), str(caught.exception))
 
     def test_generated_identity_serves(self):
         """Without a configured certificate the handler generates one and uses it."""

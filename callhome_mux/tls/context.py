@@ -46,6 +46,8 @@ def base_context(settings: TLSSettings, certificate_file: str, private_key_file:
     # as most call-home sessions are (bench/hold.py --kind tls).
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     context.set_cipher_list(TLS12_CIPHERS)
+    if settings.groups:
+        _set_groups(context, settings.groups)
     try:
         context.use_certificate_chain_file(certificate_file)
     except SSL.Error as error:
@@ -58,6 +60,15 @@ def base_context(settings: TLSSettings, certificate_file: str, private_key_file:
         raise ConfigError(f"cannot use {private_key_file}: {_openssl_reason(error)}", "tls.private_key_file") from None
     context.set_verify(SSL.VERIFY_PEER, _accept_for_now)
     return context
+
+
+def _set_groups(context: SSL.Context, groups) -> None:
+    # pyOpenSSL has no API for the group list; cryptography's bindings
+    # expose SSL_CTX_set1_curves_list (OpenSSL's older name for it).
+    from OpenSSL._util import lib
+
+    if lib.SSL_CTX_set1_curves_list(context._context, ":".join(groups).encode("ascii")) != 1:
+        raise ConfigError(f"OpenSSL does not know (all of) the groups {list(groups)}", "tls.groups")
 
 
 def _openssl_reason(error: SSL.Error) -> str:

@@ -29,7 +29,7 @@ decrypted byte; if it has C{whenReady()} (a Deferred firing with a
 L{ManagedSession} once RESTCONF discovery is done) that session is
 registered.  C{details} holds C{transport="restconf"}, C{peer},
 C{connection_id}, C{device_id} and the TLS facts (C{tls_version},
-C{tls_cipher}, C{alpn}, C{certificate_fingerprint} ...).
+C{tls_cipher}, C{tls_group}, C{alpn}, C{certificate_fingerprint} ...).
 
 Events: C{tls.handshake.started}, C{tls.handshake.timeout},
 C{tls.handshake.failed}, C{tls.certificate.refused} (C{reason}, C{detail},
@@ -210,6 +210,7 @@ class TLSCallHome(Protocol):
         self.details.update(
             tls_version=handle.get_protocol_version_name(),
             tls_cipher=handle.get_cipher_name(),
+            tls_group=handle.get_group_name(),
             alpn=alpn.decode("ascii", "replace") if alpn else None,
         )
         try:

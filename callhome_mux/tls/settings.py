@@ -52,6 +52,11 @@ class TLSSettings:
     #: Lowest TLS version accepted: "1.2" (default) or "1.3".  1.3 is always
     #: preferred when both sides can do it.
     min_version: str = "1.2"
+    #: Key-exchange groups (OpenSSL names, preferred first), e.g.
+    #: ["X25519MLKEM768", "X25519"]; empty: OpenSSL's defaults (with
+    #: OpenSSL >= 3.5 the post-quantum hybrid X25519MLKEM768 first, which
+    #: costs ~0.2 ms more CPU per handshake than X25519 alone).
+    groups: Tuple[str, ...] = ()
     #: ALPN ids we offer (as TLS client) or accept (as TLS server), preferred first.
     alpn_protocols: Tuple[str, ...] = (ALPN_NETCONF, ALPN_HTTP_1_1)
     #: Seconds from TCP handoff to a finished handshake before we give up.
@@ -74,7 +79,7 @@ class TLSSettings:
             raise ConfigError("certificate-file and private-key-file go together", "certificate_file")
         if self.min_version not in VERSIONS:
             raise ConfigError(f"must be one of {', '.join(VERSIONS)}, got {self.min_version!r}", "min_version")
-        for key in ("trust_anchor_files", "crl_files", "alpn_protocols", "cert_to_name"):
+        for key in ("trust_anchor_files", "crl_files", "groups", "alpn_protocols", "cert_to_name"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
         for index, name in enumerate(self.alpn_protocols):
             if name not in ALPN_MEANING:
