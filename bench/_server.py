@@ -107,12 +107,40 @@ def _demux_extra(args):
     return {"silence_timeout": args.silence_timeout} if args.silence_timeout else {}
 
 
+#: --cpu-of: name -> [calls, thread CPU seconds] (bench/storm.py prints them per session).
+CPU_OF = {}
+
+
+def time_calls(targets):
+    """Wrap each C{module:Class.method} (or C{module:function}) to add up its thread CPU time (not wall time)."""
+    import importlib
+
+    for target in targets:
+        module_name, _, attribute = target.partition(":")
+        owner = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = getattr(owner, name)
+        counter = CPU_OF.setdefault(attribute, [0, 0.0])
+
+        def timed(*args, _original=original, _counter=counter, **kwargs):
+            started = time.thread_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                _counter[0] += 1
+                _counter[1] += time.thread_time() - started
+
+        setattr(owner, name, timed)
+
+
 class Commands:
     def __init__(self, service):
         self.service = service
 
     def stats(self):
-        return {"sessions": len(self.service.registry), **process_stats()}
+        return {"sessions": len(self.service.registry), "cpu_of": CPU_OF, **process_stats()}
 
     def _sessions(self):
         return self.service.registry.sessions()
@@ -262,6 +290,8 @@ def main():
     parser.add_argument("--profile", help="write a cProfile of the whole run here")
     parser.add_argument("--experiment", action="append", choices=("no-inventory-events", "no-twisted-log"))
     parser.add_argument("--set", action="append", help="section.key=value (TOML value), as twistd callhome-mux --set")
+    parser.add_argument("--cpu-of", action="append", default=[],
+                        help="module:Class.method whose thread CPU time to add up (stats cpu_of)")
     parser.add_argument("--tracemalloc", type=int, default=0, help="trace allocations with this many frames (memtop)")
     args = parser.parse_args()
 
@@ -283,6 +313,7 @@ def main():
         import tracemalloc
 
         tracemalloc.start(args.tracemalloc)
+    time_calls(args.cpu_of)
     service, tls_paths, devices = build_service(args)
     service.startService()
 

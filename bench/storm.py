@@ -54,6 +54,7 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
                 break
             time.sleep(0.05)
         cpu_after = cpu_seconds(server.pid)
+        cpu_of = server.ask("stats", "sessions").get("cpu_of") or {}
         if spy is not None:
             import signal
 
@@ -76,6 +77,7 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
             "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99),
             "failures": sorted({f for r in results for f in r["failures"]})[:3],
+            "cpu_of": cpu_of,
         }
     finally:
         stop_all(fleet)
@@ -100,13 +102,17 @@ def main():
                              "floor, e.g. X25519; default: OpenSSL's own (X25519MLKEM768 first with OpenSSL >= 3.5) for both")
     parser.add_argument("--experiment", action="append", default=[],
                         help="bench/_server.py --experiment (take a part away to measure its share)")
+    parser.add_argument("--cpu-of", action="append", default=[],
+                        help="module:Class.method: print its thread CPU time per session (callhome-mux only; "
+                             "exact where py-spy's shares are blurred by other processes)")
     parser.add_argument("--profile", help="cProfile each server process into PROFILE.<impl>.<n>.<run>")
     parser.add_argument("--py-spy", help="py-spy (raw, collapsed stacks) each server during the storm: PY_SPY.<impl>.<n>.<run>")
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
     impls = ["mux"] if args.no_floor else ["floor", "mux"]
-    server_extra = ["--log", args.log, *[f"--experiment={e}" for e in args.experiment]]
+    server_extra = ["--log", args.log, *[f"--experiment={e}" for e in args.experiment],
+                    *[f"--cpu-of={target}" for target in args.cpu_of]]
     floor_extra = []
     if args.kind == "ssh" and args.mux_kex == "same-as-floor":
         server_extra.append('--set=ssh.key_exchanges=["curve25519-sha256", "curve25519-sha256@libssh.org"]')
@@ -144,6 +150,8 @@ def main():
                     + (f"  failures: {row['failures']}" if row["failures"] else ""),
                     flush=True,
                 )
+                for name, (calls, seconds) in row["cpu_of"].items():
+                    print(f"    {name}: {calls} calls, {seconds * 1e6 / max(row['done'], 1):.0f} us CPU/session", flush=True)
     print("\nmedian [min-max] over runs")
     for n in sizes:
         by = {impl: [r for r in rows if r["n"] == n and r["impl"] == impl] for impl in impls}

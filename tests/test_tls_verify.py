@@ -9,6 +9,7 @@ import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.trial.unittest import TestCase
 
@@ -16,6 +17,7 @@ from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
 from callhome_mux.testing.certs import test_pki
 from callhome_mux.tls import verify
 from callhome_mux.tls.certname import map_certificate, name_for
+from callhome_mux.tls.facts import FactsCache
 from callhome_mux.tls.trust import TrustStore
 from callhome_mux.tls.verify import CertificateRefused, CertificateVerifier
 
@@ -218,6 +220,68 @@ class AcceptTests(TestCase):
         with self.assertRaises(CertificateRefused) as caught:
             checker.verify(client_only, (), verify.PEER_IS_SERVER)
         self.assertEqual(caught.exception.reason, verify.KEY_USAGE)
+
+
+class FactsCacheTests(TestCase):
+    """Facts are parsed once per certificate; every decision is still made per connection."""
+
+    def test_bounded_least_recently_used(self):
+        pki = test_pki()
+        cache = FactsCache(size=2)
+        first = cache.for_certificate(pki.device.certificate)
+        cache.for_certificate(pki.ca.certificate)
+        self.assertIs(cache.for_certificate(pki.device.certificate), first)  # now the most recent
+        cache.for_certificate(pki.idevid.certificate)  # evicts the CA, not the device
+        self.assertEqual(len(cache), 2)
+        self.assertIs(cache.for_certificate(pki.device.certificate), first)
+        self.assertEqual(cache.for_der(pki.device.certificate.public_bytes(Encoding.DER)).fingerprint, pki.device.fingerprint)
+
+    def test_reused_between_verifications(self):
+        checker = verifier([Device("device1.example.net")])
+        checker.verify(test_pki().device.certificate)
+        facts = checker.facts.for_certificate(test_pki().device.certificate)
+        checker.verify(test_pki().device.certificate)
+        self.assertIs(checker.facts.for_certificate(test_pki().device.certificate), facts)
+
+    def test_dates_checked_at_every_verification(self):
+        now = [datetime.datetime.now(datetime.timezone.utc)]
+        checker = verifier([Device("device1.example.net")], now=lambda: now[0])
+        self.assertEqual(checker.verify(test_pki().device.certificate).device_id, "device1.example.net")
+        now[0] += datetime.timedelta(days=20 * 365)
+        with self.assertRaises(CertificateRefused) as caught:
+            checker.verify(test_pki().device.certificate)
+        self.assertEqual(caught.exception.reason, verify.EXPIRED)
+
+    def test_new_trust_store_new_crl_verdicts(self):
+        """CRL signature verdicts are kept per trust store: a reload (new CRLs) decides again."""
+        pki = test_pki()
+        checker = verifier([Device("device-revoked.example.net")])
+        self.assertRaises(CertificateRefused, checker.verify, pki.revoked.certificate)
+        checker.trust = TrustStore((pki.ca.certificate,), ())
+        self.assertEqual(checker.verify(pki.revoked.certificate).device_id, "device-revoked.example.net")
+        checker.trust = TrustStore((pki.ca.certificate,), (pki.crl,))
+        with self.assertRaises(CertificateRefused) as caught:
+            checker.verify(pki.revoked.certificate)
+        self.assertEqual(caught.exception.reason, verify.REVOKED)
+
+    def test_crl_from_another_issuer_is_not_trusted(self):
+        """A CRL signed by someone else (same issuer name) revokes nothing, however often asked."""
+        pki = test_pki()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        forged = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(pki.ca.certificate.subject)
+            .last_update(now - datetime.timedelta(days=1))
+            .next_update(now + datetime.timedelta(days=1))
+            .add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(pki.device.certificate.serial_number).revocation_date(now).build()
+            )
+            .sign(pki.other_ca.key, hashes.SHA256())
+        )
+        checker = verifier([Device("device1.example.net")], crls=False)
+        checker.trust = TrustStore((pki.ca.certificate,), (forged,))
+        for _ in range(2):
+            self.assertEqual(checker.verify(pki.device.certificate).device_id, "device1.example.net")
 
 
 class CertToNameTests(TestCase):

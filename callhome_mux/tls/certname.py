@@ -11,7 +11,7 @@ the next one (RFC 7407 §5).
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Callable, Collection, Iterable, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -30,10 +30,20 @@ def map_certificate(
     in it.
     """
     fingerprints = {fingerprint_of(certificate) for certificate in (leaf, *chain)}
-    for rule in sorted(rules, key=lambda r: r.priority):
+    return first_mapping(sorted(rules, key=lambda r: r.priority), fingerprints, lambda rule: name_for(rule, leaf))
+
+
+def first_mapping(
+    sorted_rules: Iterable[CertToNameRule], fingerprints: Collection[str], name_of: Callable[[CertToNameRule], Optional[str]]
+) -> Optional[Tuple[str, CertToNameRule]]:
+    """
+    L{map_certificate} for rules already in priority order, the chain given
+    by its fingerprints and the leaf by C{name_of} (rule -> name or C{None}).
+    """
+    for rule in sorted_rules:
         if rule.fingerprint not in fingerprints:
             continue
-        name = name_for(rule, leaf)
+        name = name_of(rule)
         if name:
             return name, rule
     return None

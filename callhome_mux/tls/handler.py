@@ -204,8 +204,6 @@ class TLSCallHome(Protocol):
         if self.state != "handshake":
             return
         handle = self.transport.getHandle()
-        leaf = handle.get_peer_certificate(as_cryptography=True)
-        presented = handle.get_peer_cert_chain(as_cryptography=True) or []
         alpn = self.transport.negotiatedProtocol
         self.details.update(
             tls_version=handle.get_protocol_version_name(),
@@ -214,7 +212,7 @@ class TLSCallHome(Protocol):
             alpn=alpn.decode("ascii", "replace") if alpn else None,
         )
         try:
-            identified = self.handler.verifier.verify(leaf, presented, self.peer_role, self.connection.peer_text)
+            identified = self.handler.verifier.verify_connection(handle, self.peer_role, self.connection.peer_text)
         except CertificateRefused as refusal:
             self._emit("tls.certificate.refused", direction=self.direction, **refusal.event_fields())
             self._close()

@@ -32,15 +32,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from service_identity import hazmat as identity_rules
-from service_identity.cryptography import extract_patterns
 
 from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
-from callhome_mux.tls.certname import map_certificate
-from callhome_mux.tls.identity import fingerprint_of
+from callhome_mux.tls.certname import first_mapping
+from callhome_mux.tls.facts import PEER_IS_CLIENT, PEER_IS_SERVER, CertificateFacts, FactsCache  # noqa: F401
 from callhome_mux.tls.trust import TrustStore
 
 # Refusal reasons: short, stable words for dashboards and tests.
@@ -54,9 +52,9 @@ UNKNOWN_DEVICE = "unknown-device"
 DEVICE_DISABLED = "device-disabled"
 IDENTITY_MISMATCH = "identity-mismatch"
 
-#: The role the device played in the TLS handshake.
-PEER_IS_CLIENT = "client"  # it sent the ClientHello
-PEER_IS_SERVER = "server"  # it waited silently (RFC 8071 standard direction)
+# The roles the device played in the TLS handshake (PEER_IS_CLIENT: it sent
+# the ClientHello; PEER_IS_SERVER: it waited silently, RFC 8071's standard
+# direction) are defined in callhome_mux.tls.facts and imported from here.
 
 # OpenSSL X509_V_ERR_* codes that deserve their own reason.
 _OPENSSL_REASONS = {9: NOT_YET_VALID, 10: EXPIRED, 23: REVOKED}
@@ -118,6 +116,13 @@ class Identified:
 
 
 class CertificateVerifier:
+    """
+    The checks above.  L{verify_connection} is what the TLS handler calls
+    (the OpenSSL objects of the handshake, no conversions); L{verify} takes
+    C{cryptography} certificates (tests, embedding code).  What depends on a
+    certificate alone is parsed once per certificate (L{FactsCache}).
+    """
+
     def __init__(
         self,
         trust: TrustStore,
@@ -125,11 +130,13 @@ class CertificateVerifier:
         directory: DeviceDirectory,
         unknown_device_policy: UnknownDevicePolicy = refuse_unknown_devices,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
+        facts: Optional[FactsCache] = None,
     ):
         self.trust = trust
-        self.rules = tuple(rules)
+        self.rules = tuple(sorted(rules, key=lambda rule: rule.priority))
         self.directory = directory
         self.unknown_device_policy = unknown_device_policy
+        self.facts = facts if facts is not None else FactsCache()
         self._now = now
 
     def verify(
@@ -145,41 +152,74 @@ class CertificateVerifier:
         """
         if leaf is None:
             raise CertificateRefused(NO_CERTIFICATE, "the device presented no certificate")
-        fingerprint = fingerprint_of(leaf)
-        subject = leaf.subject.rfc4514_string()
+        facts = self.facts.for_certificate(leaf)
+        others = [self.facts.for_certificate(c) for c in presented]
+        others = [f for f in others if f.fingerprint != facts.fingerprint]
+        return self._verify(
+            facts,
+            lambda: crypto.X509.from_cryptography(facts.certificate),
+            lambda: [crypto.X509.from_cryptography(f.certificate) for f in others],
+            others,
+            peer_role,
+            peer,
+        )
+
+    def verify_connection(self, connection: SSL.Connection, peer_role: str, peer: str = "?") -> Identified:
+        """L{verify} for the certificates the peer of a finished handshake on C{connection} presented."""
+        leaf = connection.get_peer_certificate()
+        if leaf is None:
+            raise CertificateRefused(NO_CERTIFICATE, "the device presented no certificate")
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
+        facts = self.facts.for_der(der)
+        # As TLS client OpenSSL lists the leaf too; as server it does not.
+        intermediates = []
+        for certificate in connection.get_peer_cert_chain() or ():
+            certificate_der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+            if certificate_der != der:
+                intermediates.append((certificate, certificate_der))
+        return self._verify(
+            facts,
+            lambda: leaf,
+            lambda: [certificate for certificate, _ in intermediates],
+            [self.facts.for_der(certificate_der) for _, certificate_der in intermediates],
+            peer_role,
+            peer,
+        )
+
+    def _verify(self, facts: CertificateFacts, openssl_leaf, openssl_intermediates, intermediates, peer_role, peer) -> Identified:
+        fingerprint, subject = facts.fingerprint, facts.subject
 
         def refuse(reason: str, detail: str) -> CertificateRefused:
             return CertificateRefused(reason, detail, fingerprint, subject)
 
         now = self._now()
-        _check_dates(leaf, now, refuse, "the certificate")
-        intermediates = [c for c in presented if fingerprint_of(c) != fingerprint]
+        _check_dates(facts, now, refuse, "the certificate")
         pinned = self.directory.by_tls_fingerprint(fingerprint)
         try:
-            chain = self._verified_chain(leaf, intermediates, now)
+            chain = self._verified_chain(openssl_leaf, openssl_intermediates, now)
         except CertificateRefused as error:
             if pinned is None:
                 raise refuse(error.reason, error.detail) from None
-            chain = (leaf,)  # pinned: the fingerprint itself is the trust
-        _check_usage(leaf, peer_role, refuse)
+            chain = (facts,)  # pinned: the fingerprint itself is the trust
+        problem = facts.usage_problem(peer_role)
+        if problem is not None:
+            raise refuse(KEY_USAGE, problem)
         self._check_revocation(chain, intermediates, refuse)
-        device, matched_by = self._identify(pinned, leaf, chain, fingerprint, subject, peer, refuse)
+        device, matched_by = self._identify(pinned, facts, chain, peer, refuse)
         if not device.enabled:
             raise refuse(DEVICE_DISABLED, f"device {device.id!r} is disabled")
         if device.tls_expected_identity:
-            _check_expected_identity(leaf, device, refuse)
-        return Identified(device, fingerprint, subject, matched_by, chain)
+            _check_expected_identity(facts, device, refuse)
+        return Identified(device, fingerprint, subject, matched_by, tuple(f.certificate for f in chain))
 
     # -- chain ----------------------------------------------------------
 
-    def _verified_chain(self, leaf, intermediates, now) -> Tuple[x509.Certificate, ...]:
+    def _verified_chain(self, openssl_leaf, openssl_intermediates, now) -> Tuple[CertificateFacts, ...]:
         if not self.trust.anchors:
             raise CertificateRefused(UNTRUSTED_CHAIN, "no trust anchors are configured and the certificate is not pinned")
         store = self._store()
         store.set_time(now.replace(tzinfo=None))
-        context = crypto.X509StoreContext(
-            store, crypto.X509.from_cryptography(leaf), [crypto.X509.from_cryptography(c) for c in intermediates]
-        )
+        context = crypto.X509StoreContext(store, openssl_leaf(), openssl_intermediates())
         try:
             verified = context.get_verified_chain()
         except crypto.X509StoreContextError as error:
@@ -187,7 +227,7 @@ class CertificateVerifier:
             reason = _OPENSSL_REASONS.get(code, UNTRUSTED_CHAIN)
             where = "the certificate" if not depth else f"CA certificate at depth {depth}"
             raise CertificateRefused(reason, f"{where}: {message}") from None
-        return tuple(certificate.to_cryptography() for certificate in verified)
+        return tuple(self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified)
 
     def _store(self) -> crypto.X509Store:
         # Built once per trust store (reloadTrust swaps the trust store).
@@ -199,6 +239,7 @@ class CertificateVerifier:
             # vendor's device sub-CA without its root).
             store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
             self._cached_store, self._store_for = store, self.trust
+            self._crl_signatures = {}
         return self._cached_store
 
     # -- revocation -----------------------------------------------------
@@ -207,33 +248,52 @@ class CertificateVerifier:
         """Refuse when a CRL from a certificate's verified issuer lists it (RFC 8071 C5)."""
         if not self.trust.crls:
             return
-        known = (*chain, *intermediates)
-        for certificate in chain:
+        self._store()  # resets the CRL signature verdicts when the trust store changed
+        known = tuple(f.certificate for f in (*chain, *intermediates))
+        for position, facts in enumerate(chain):
+            certificate = facts.certificate
             if certificate in self.trust.anchors:
                 continue  # anchors are trusted by configuration, not by CRL
-            issuer = self.trust.issuer_of(certificate, known)
-            if issuer is None:
-                continue
-            for crl in self.trust.crls:
-                if crl.issuer != certificate.issuer or not crl.is_signature_valid(issuer.public_key()):
+            # The next certificate of a verified chain is the verified issuer.
+            if position + 1 < len(chain):
+                issuer = chain[position + 1]
+            else:
+                found = self.trust.issuer_of(certificate, known)
+                if found is None:
+                    continue
+                issuer = self.facts.for_certificate(found)
+            for index, crl in enumerate(self.trust.crls):
+                if crl.issuer != certificate.issuer or not self._crl_signed_by(index, crl, issuer):
                     continue
                 entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
                 if entry is not None:
-                    which = "the certificate" if certificate is chain[0] else f"CA {certificate.subject.rfc4514_string()}"
+                    which = "the certificate" if position == 0 else f"CA {facts.subject}"
                     raise refuse(REVOKED, f"{which} was revoked on {entry.revocation_date_utc.date().isoformat()}")
+
+    def _crl_signed_by(self, index: int, crl, issuer: CertificateFacts) -> bool:
+        # A signature check per CRL and connection would cost more than the
+        # handshake; the verdict depends only on the CRL and the issuer.
+        key = (index, issuer.fingerprint)
+        verdict = self._crl_signatures.get(key)
+        if verdict is None:
+            verdict = self._crl_signatures[key] = crl.is_signature_valid(issuer.certificate.public_key())
+        return verdict
 
     # -- identification -------------------------------------------------
 
-    def _identify(self, pinned, leaf, chain, fingerprint, subject, peer, refuse) -> Tuple[Device, str]:
+    def _identify(self, pinned, facts, chain, peer, refuse) -> Tuple[Device, str]:
         if pinned is not None:
             return pinned, "pinned-fingerprint"
-        mapped = map_certificate(self.rules, leaf, chain)
+        fingerprints = {f.fingerprint for f in chain}
+        fingerprints.add(facts.fingerprint)
+        mapped = first_mapping(self.rules, fingerprints, facts.name)
         mapped_id = mapped[0] if mapped else None
         if mapped is not None:
             device = self.directory.get(mapped_id)
             if device is not None:
                 return device, f"cert-to-name:{mapped[1].map_type}"
-        candidate = Candidate(fingerprint, subject, mapped_id, leaf, tuple(chain), peer)
+        certificates = tuple(f.certificate for f in chain)
+        candidate = Candidate(facts.fingerprint, facts.subject, mapped_id, facts.certificate, certificates, peer)
         device = self.unknown_device_policy(candidate)
         if device is not None:
             return device, "policy"
@@ -242,42 +302,20 @@ class CertificateVerifier:
         raise refuse(UNKNOWN_DEVICE, f"cert-to-name gives {mapped_id!r}, which is not in the inventory")
 
 
-def _check_dates(certificate: x509.Certificate, now: datetime.datetime, refuse, what: str) -> None:
-    if now < certificate.not_valid_before_utc:
-        raise refuse(NOT_YET_VALID, f"{what} is valid from {certificate.not_valid_before_utc.isoformat()}")
-    if now > certificate.not_valid_after_utc:
-        raise refuse(EXPIRED, f"{what} expired on {certificate.not_valid_after_utc.isoformat()}")
+def _check_dates(facts: CertificateFacts, now: datetime.datetime, refuse, what: str) -> None:
+    if now < facts.not_before:
+        raise refuse(NOT_YET_VALID, f"{what} is valid from {facts.not_before.isoformat()}")
+    if now > facts.not_after:
+        raise refuse(EXPIRED, f"{what} expired on {facts.not_after.isoformat()}")
 
 
-_ROLE_USAGE = {PEER_IS_CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH, PEER_IS_SERVER: ExtendedKeyUsageOID.SERVER_AUTH}
-
-
-def _check_usage(certificate: x509.Certificate, peer_role: str, refuse) -> None:
-    """Extended key usage, when present, must allow the TLS role; key usage must allow signing."""
-    try:
-        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        usages = None
-    wanted = _ROLE_USAGE[peer_role]
-    if usages is not None and wanted not in usages and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
-        raise refuse(KEY_USAGE, f"extended key usage does not allow TLS {peer_role} authentication ({wanted._name})")
-    try:
-        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return
-    if not (key_usage.digital_signature or key_usage.key_encipherment or key_usage.key_agreement):
-        raise refuse(KEY_USAGE, "key usage allows neither digitalSignature, keyEncipherment nor keyAgreement")
-    if key_usage.key_cert_sign and not key_usage.digital_signature:
-        raise refuse(KEY_USAGE, "a CA certificate cannot be a device certificate")
-
-
-def _check_expected_identity(certificate: x509.Certificate, device: Device, refuse) -> None:
+def _check_expected_identity(facts: CertificateFacts, device: Device, refuse) -> None:
     kind, _, value = device.tls_expected_identity.partition(":")
     kinds = {"dns": identity_rules.DNS_ID, "ip": identity_rules.IPAddress_ID, "uri": identity_rules.URI_ID}
     if kind not in kinds or not value:
         raise refuse(IDENTITY_MISMATCH, f"device {device.id!r} has an unusable expected identity {device.tls_expected_identity!r}")
     try:
         wanted = kinds[kind](value)
-        identity_rules.verify_service_identity(extract_patterns(certificate), obligatory_ids=[wanted], optional_ids=[])
+        identity_rules.verify_service_identity(facts.patterns(), obligatory_ids=[wanted], optional_ids=[])
     except (VerificationError, ValueError) as error:
         raise refuse(IDENTITY_MISMATCH, f"expected {device.tls_expected_identity}: {error}") from None

@@ -1,0 +1,125 @@
+"""
+What a certificate says, parsed once per certificate rather than once per connection.
+
+A device shows the same certificate at every call home, and every device
+of a fleet shows the same CA certificates, so the facts the checks need
+(fingerprint, subject, validity dates, key usage verdicts, cert-to-name
+names, service_identity patterns) are kept per SHA-256 fingerprint in a
+bounded LRU cache (L{FactsCache}).  Only facts that depend on nothing but
+the certificate's bytes are cached: whether the chain verifies, whether a
+CRL lists it and which device it names are decided per connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Dict, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from service_identity.cryptography import extract_patterns
+
+from callhome_mux.tls.certname import name_for
+
+#: The role the device played in the TLS handshake.
+PEER_IS_CLIENT = "client"  # it sent the ClientHello
+PEER_IS_SERVER = "server"  # it waited silently (RFC 8071 standard direction)
+
+_ROLE_USAGE = {PEER_IS_CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH, PEER_IS_SERVER: ExtendedKeyUsageOID.SERVER_AUTH}
+
+
+class CertificateFacts:
+    """One certificate and what the checks ask of it (each answer computed at most once)."""
+
+    __slots__ = ("certificate", "fingerprint", "subject", "not_before", "not_after", "_usage", "_names", "_patterns")
+
+    def __init__(self, certificate: x509.Certificate, fingerprint: str):
+        self.certificate = certificate
+        #: C{sha256:hex} of the DER form, as in L{callhome_mux.tls.identity.fingerprint_of}.
+        self.fingerprint = fingerprint
+        self.subject = certificate.subject.rfc4514_string()
+        self.not_before = certificate.not_valid_before_utc
+        self.not_after = certificate.not_valid_after_utc
+        self._usage: Dict[str, Optional[str]] = {}
+        self._names: Dict[str, Optional[str]] = {}
+        self._patterns = None
+
+    def usage_problem(self, peer_role: str) -> Optional[str]:
+        """Why the key usages forbid the TLS role C{peer_role}, or C{None} when they allow it."""
+        if peer_role not in self._usage:
+            self._usage[peer_role] = _usage_problem(self.certificate, peer_role)
+        return self._usage[peer_role]
+
+    def name(self, rule) -> Optional[str]:
+        """The name cert-to-name rule C{rule}'s map type takes from this certificate."""
+        if rule.map_type == "specified":
+            return rule.name
+        if rule.map_type not in self._names:
+            self._names[rule.map_type] = name_for(rule, self.certificate)
+        return self._names[rule.map_type]
+
+    def patterns(self):
+        """The certificate's service_identity patterns (its SANs)."""
+        if self._patterns is None:
+            self._patterns = extract_patterns(self.certificate)
+        return self._patterns
+
+
+def _usage_problem(certificate: x509.Certificate, peer_role: str) -> Optional[str]:
+    """Extended key usage, when present, must allow the TLS role; key usage must allow signing."""
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    wanted = _ROLE_USAGE[peer_role]
+    if usages is not None and wanted not in usages and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
+        return f"extended key usage does not allow TLS {peer_role} authentication ({wanted._name})"
+    try:
+        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if not (key_usage.digital_signature or key_usage.key_encipherment or key_usage.key_agreement):
+        return "key usage allows neither digitalSignature, keyEncipherment nor keyAgreement"
+    if key_usage.key_cert_sign and not key_usage.digital_signature:
+        return "a CA certificate cannot be a device certificate"
+    return None
+
+
+class FactsCache:
+    """L{CertificateFacts} by fingerprint, the C{size} most recently used kept."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._entries: "OrderedDict[str, CertificateFacts]" = OrderedDict()
+
+    def for_der(self, der: bytes) -> CertificateFacts:
+        """The facts of the certificate whose DER form is C{der} (parsed only when not cached)."""
+        fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
+        facts = self._lookup(fingerprint)
+        if facts is None:
+            facts = self._add(CertificateFacts(x509.load_der_x509_certificate(der), fingerprint))
+        return facts
+
+    def for_certificate(self, certificate: x509.Certificate) -> CertificateFacts:
+        fingerprint = "sha256:" + certificate.fingerprint(hashes.SHA256()).hex()
+        facts = self._lookup(fingerprint)
+        if facts is None:
+            facts = self._add(CertificateFacts(certificate, fingerprint))
+        return facts
+
+    def _lookup(self, fingerprint: str) -> Optional[CertificateFacts]:
+        facts = self._entries.get(fingerprint)
+        if facts is not None:
+            self._entries.move_to_end(fingerprint)
+        return facts
+
+    def _add(self, facts: CertificateFacts) -> CertificateFacts:
+        self._entries[facts.fingerprint] = facts
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return facts
+
+    def __len__(self) -> int:
+        return len(self._entries)
