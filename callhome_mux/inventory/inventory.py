@@ -45,7 +45,7 @@ from callhome_mux.inventory.identity import (
 from callhome_mux.inventory.model import Credentials, Device, DeviceDirectory
 from callhome_mux.inventory.settings import InventorySettings
 from callhome_mux.inventory.state import DeviceState
-from callhome_mux.inventory.store import InventoryStore, Snapshot
+from callhome_mux.inventory.store import InventoryStore, Snapshot, remember_shared_json
 from callhome_mux.inventory.throttle import BackOff, Throttle
 from callhome_mux.settings import ConfigError
 
@@ -124,6 +124,10 @@ class Inventory:
         self._registry = None
         self._observed: List[Any] = []
         self._close_waiters: Optional[List[defer.Deferred]] = []
+        #: The session whose details the last session.up wrote (so that the
+        #: connected observer does not merge the same details again).
+        self._details_written_for = None
+        store.on_buffered_failure = lambda reason: self._store_failed(reason, "writing state and history")
 
     # -- life cycle -------------------------------------------------------
 
@@ -149,7 +153,9 @@ class Inventory:
         path = settings.database
         if not os.path.isabs(path):
             path = os.path.join(state_directory, path)
-        store = yield InventoryStore.open(path, settings.history_max_events)
+        store = yield InventoryStore.open(
+            path, settings.history_max_events, clock=clock, write_behind=settings.state_write_delay
+        )
         try:
             snapshot = yield store.load()
             inventory = cls(settings, store, events, directory, clock)
@@ -610,11 +616,14 @@ class Inventory:
         transport: Optional[str] = None,
         details: Optional[Dict[str, Any]] = None,
     ) -> defer.Deferred:
-        """Move a device to C{state} (explicitly; events do the same)."""
+        """Move a device to C{state} (explicitly; events do the same); fires after the commit."""
         if state not in states.STATES:
             return defer.fail(ValueError(f"unknown state {state!r}"))
         if state == states.FAILED and reason not in states.FAILURE_REASONS:
             return defer.fail(ValueError(f"a failure needs one of {', '.join(states.FAILURE_REASONS)}"))
+        return self.store.save_state(self._move(device_id, state, reason, address, transport, details))
+
+    def _move(self, device_id: str, state: str, reason, address, transport, details) -> DeviceState:
         now = self.clock.seconds()
         current = self.state(device_id)
         changes: Dict[str, Any] = {"last_seen": now}
@@ -628,10 +637,13 @@ class Inventory:
             changes["details"] = {}  # a new session: the old one's details are stale
         new = current.moved(state, reason, now, **changes)
         self._states[device_id] = new
-        return self.store.save_state(new)
+        return new
 
     def session_details(self, device_id: str, details: Dict[str, Any]) -> defer.Deferred:
         """Merge what a session negotiated (algorithms, capabilities, yang-library) into the state."""
+        return self._merge_details(device_id, details, buffered=False)
+
+    def _merge_details(self, device_id: str, details: Dict[str, Any], buffered: bool) -> Optional[defer.Deferred]:
         current = self.state(device_id)
         merged = dict(current.details)
         merged.update(_plain(details))
@@ -640,6 +652,9 @@ class Inventory:
             return self.store.flush()
         new = dataclasses.replace(current, details=merged)
         self._states[device_id] = new
+        if buffered:
+            self.store.buffer_state(new)
+            return None
         return self.store.save_state(new)
 
     def record_event(self, device_id: str, event: str, **fields: Any) -> defer.Deferred:
@@ -680,11 +695,14 @@ class Inventory:
         # session.up is emitted once the session is registered: its details
         # then go into the same write as the state (see _on_event).
         self._registry = registry
-        registry.addConnectedObserver(
-            lambda session: self.session_details(session.device_id, dict(session.details)).addErrback(
-                self._store_failed, "saving session details"
-            )
-        )
+        registry.addConnectedObserver(self._session_connected)
+
+    def _session_connected(self, session) -> None:
+        if self._details_written_for is session:
+            # session.up just wrote these very details with the state.
+            self._details_written_for = None
+            return
+        self._merge_details(session.device_id, dict(session.details), buffered=True)
 
     def _on_event(self, event: Dict[str, Any]) -> None:
         name = event.get("event", "")
@@ -717,7 +735,7 @@ class Inventory:
         if not isinstance(device_id, str) or self.directory.get(device_id) is None:
             return
         fields = {k: v for k, v in event.items() if k not in ("event", "time", "device_id")}
-        writes = [self.record_event(device_id, name, **fields)]
+        self.store.buffer_history(device_id, self.clock.seconds(), name, _plain_fields(fields))
         if mapped is not None and proven:
             state, reason = mapped
             if state == states.DISCONNECTED:
@@ -732,7 +750,9 @@ class Inventory:
             details = None
             if state == states.CONNECTED and self._registry is not None:
                 session = self._registry.get(device_id)
-                details = dict(session.details) if session is not None else None
+                if session is not None:
+                    details = dict(session.details)
+                    self._details_written_for = session
             unchanged = (
                 (current.state, current.reason) == (state, reason)
                 and (peer is None or peer == current.last_address)
@@ -742,11 +762,7 @@ class Inventory:
             # then authenticated) cost one write, not two: only last_seen
             # would move, and the next write carries it.
             if not unchanged:
-                writes.append(
-                    self.set_state(device_id, state, reason, address=peer, transport=event.get("transport"), details=details)
-                )
-        for d in writes:
-            d.addErrback(self._store_failed, f"recording {name}")
+                self.store.buffer_state(self._move(device_id, state, reason, peer, event.get("transport"), details))
 
     def _store_failed(self, reason, doing: str) -> None:
         _log.failure("inventory store failed while {doing}", reason, doing=doing)
@@ -783,10 +799,44 @@ def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain_fields(fields: Dict[str, Any]) -> Dict[str, Any]:
+    """L{_plain} for an event's fields, without a copy when they are all plain already (most are)."""
+    for value in fields.values():
+        if type(value) not in _SCALARS:
+            return _plain(fields)
+    return fields
+
+
+# Devices of one model report the same capability list: their states share
+# one JSON-able copy (and its JSON, see store.details_json) instead of each
+# holding its own.  Keyed by the session's (shared, immutable) tuple.
+_SHARED_LISTS: Dict[tuple, list] = {}
+_SHARED_LISTS_MAX = 256
+_SHARED_MIN_LENGTH = 8
+
+
+def _shared_list(value: tuple) -> list:
+    shared = _SHARED_LISTS.get(value)
+    if shared is None:
+        shared = [_plain(v) for v in value]
+        if len(_SHARED_LISTS) >= _SHARED_LISTS_MAX:
+            _SHARED_LISTS.clear()
+        _SHARED_LISTS[value] = shared
+        remember_shared_json(shared)
+    return shared
+
+
 def _plain(value: Any) -> Any:
     """JSON-able copy: tuples to lists, bytes and other objects to text."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
+    if type(value) is tuple and len(value) >= _SHARED_MIN_LENGTH:
+        return _shared_list(value)
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_plain(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):

@@ -51,6 +51,13 @@ class InventorySettings:
     #: batches at most this often (no database write per attempt).
     count_flush_interval: float = 5.0
 
+    #: State changes and history rows that events report are written
+    #: together, at most this long after they happened (group commit: one
+    #: transaction for a whole call-home storm's rows, not one per event).
+    #: 0 writes each at once.  Devices, pending entries and API changes are
+    #: always written before they are acknowledged.
+    state_write_delay: float = 0.5
+
     #: Database file: relative names are in the state directory.
     database: str = "inventory.sqlite3"
 
@@ -74,6 +81,7 @@ class InventorySettings:
             raise ConfigError("must not be less than address_throttle_base_delay", "address_throttle_max_delay")
         at_least(self.throttle_max_tracked, 1, "throttle_max_tracked")
         positive(self.count_flush_interval, "count_flush_interval")
+        at_least(self.state_write_delay, 0.0, "state_write_delay")
         if not self.database:
             raise ConfigError("must name a file", "database")
 

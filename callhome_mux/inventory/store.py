@@ -58,17 +58,42 @@ class InventoryStore:
     returns a Deferred that fires after the commit.
     """
 
-    def __init__(self, path: str, pool: adbapi.ConnectionPool, history_max_events: int = 1000):
+    def __init__(self, path: str, pool: adbapi.ConnectionPool, history_max_events: int = 1000, clock=None,
+                 write_behind: float = 0.0):
         self.path = path
         self._pool = pool
         self.history_max_events = history_max_events
         self._queue: List[Tuple[Operation, defer.Deferred]] = []
         self._busy = False
         self._closed = False
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self.write_behind = write_behind
+        #: Called with a Failure when buffered rows could not be written
+        #: (nobody waits on them; the inventory reports it as an event).
+        self.on_buffered_failure: Optional[Callable[[Failure], None]] = None
+        # Rows waiting for the next batch: the latest state per device, and
+        # history rows in order.  See buffer_state.
+        self._buffered_states: Dict[str, DeviceState] = {}
+        self._buffered_history: List[Tuple[str, float, str, Any]] = []
+        self._buffered_waiters: List[defer.Deferred] = []
+        self._buffer_due = False
+        self._buffer_timer = None
+        # Count retention: rows added per device since its last trim.
+        self._added_since_trim: Dict[str, int] = {}
+        self._to_trim: set = set()
 
     @classmethod
-    def open(cls, path: str, history_max_events: int = 1000, reactor=None) -> defer.Deferred:
-        """A Deferred firing with the store, its schema current."""
+    def open(cls, path: str, history_max_events: int = 1000, reactor=None, clock=None,
+             write_behind: float = 0.0) -> defer.Deferred:
+        """
+        A Deferred firing with the store, its schema current.
+
+        C{write_behind}: seconds that state and history rows reported by
+        events (L{buffer_state}, L{buffer_history}) may wait to be written
+        together (see L{buffer_state}); C{clock} times that wait.
+        """
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # The file holds device credentials: create it private before SQLite does.
@@ -78,7 +103,7 @@ class InventoryStore:
         if reactor is not None:
             kwargs["cp_reactor"] = reactor
         pool = adbapi.ConnectionPool("sqlite3", path, **kwargs)
-        store = cls(path, pool, history_max_events)
+        store = cls(path, pool, history_max_events, clock=clock if clock is not None else reactor, write_behind=write_behind)
         d = pool.runWithConnection(migrate)
         d.addCallback(lambda _: store)
 
@@ -90,7 +115,7 @@ class InventoryStore:
         return d
 
     def close(self) -> defer.Deferred:
-        """Wait for queued writes, then close the connection."""
+        """Wait for queued (and buffered) writes, then close the connection."""
         self._closed = True
         d = self._drained()
         d.addBoth(lambda result: (self._pool.close(), result)[1])
@@ -105,6 +130,10 @@ class InventoryStore:
 
     def history(self, device_id: str, limit: int = 100) -> defer.Deferred:
         """Newest first: a list of dicts C{time}, C{event} and the event's fields."""
+
+        # The table may hold a few rows past the count retention until the
+        # next trim (see buffer_history); never show them.
+        limit = min(limit, self.history_max_events)
 
         def read(cursor):
             cursor.execute(
@@ -172,38 +201,62 @@ class InventoryStore:
         return self._submit(run)
 
     def save_state(self, state: DeviceState) -> defer.Deferred:
-        row = (
-            state.device_id, state.state, state.reason, state.since, state.last_seen, state.last_address,
-            state.transport, json.dumps(state.details, sort_keys=True, default=str),
-        )
-        return self._submit(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO device_state (device_id, state, reason, since, last_seen, last_address,"
-                " transport, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        )
+        """Write C{state} now; fires after the commit."""
+        if self._closed:
+            return defer.fail(RuntimeError("the inventory store is closed"))
+        self.buffer_state(state)
+        return self._write_buffer_now()
+
+    def buffer_state(self, state: DeviceState) -> None:
+        """
+        Write C{state} with the next batch, within C{write_behind} seconds.
+
+        Group commit for what events report: a device's state changes a few
+        times per call home, and a storm of call homes would otherwise cost
+        a transaction (an fsync) and a JSON encoding per change.  Only the
+        latest state of a device is written; nothing waits on it, and a
+        failure goes to C{on_buffered_failure}.  Devices, pending entries
+        and everything the API changes are never buffered like this.
+        """
+        if self._closed:
+            return
+        self._buffered_states[state.device_id] = state
+        self._buffer_soon()
 
     def delete_state(self, device_id: str) -> defer.Deferred:
+        self._buffered_states.pop(device_id, None)
         return self._submit(lambda c: c.execute("DELETE FROM device_state WHERE device_id = ?", (device_id,)))
 
     def append_history(self, device_id: str, time: float, event: str, fields: Dict[str, Any]) -> defer.Deferred:
-        data = json.dumps(fields, sort_keys=True, default=str)
-        keep = self.history_max_events
+        """Append one history row now; fires after the commit."""
+        if self._closed:
+            return defer.fail(RuntimeError("the inventory store is closed"))
+        self.buffer_history(device_id, time, event, fields)
+        return self._write_buffer_now()
 
-        def run(cursor):
-            cursor.execute(
-                "INSERT INTO history (device_id, time, event, data) VALUES (?, ?, ?, ?)", (device_id, time, event, data)
-            )
-            # Count retention at insert time: with the (device_id, id) index
-            # this touches only the rows that fall off the end.
-            cursor.execute(
-                "DELETE FROM history WHERE device_id = ? AND id <= ("
-                " SELECT id FROM history WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (device_id, device_id, keep),
-            )
+    def buffer_history(self, device_id: str, time: float, event: str, fields: Dict[str, Any]) -> None:
+        """
+        Append one history row with the next batch (see L{buffer_state}).
 
-        return self._submit(run)
+        C{fields} must be JSON-able and not changed afterwards: it is
+        encoded when the batch is written.  Count retention: a device's
+        rows beyond C{history_max_events} are deleted once it has added a
+        tenth of that many since its last trim (one DELETE per many rows,
+        not one per row); L{history} never shows more than the limit.
+        """
+        if self._closed:
+            return
+        self._buffered_history.append((device_id, time, event, fields))
+        added = self._added_since_trim.get(device_id, 0) + 1
+        if added >= self._trim_every:
+            self._to_trim.add(device_id)
+            added = 0
+        self._added_since_trim[device_id] = added
+        self._buffer_soon()
+
+    @property
+    def _trim_every(self) -> int:
+        return max(1, self.history_max_events // 10)
 
     def prune_history(self, older_than: float) -> defer.Deferred:
         """Age retention; fires with the number of rows removed."""
@@ -222,17 +275,73 @@ class InventoryStore:
         self._flush()
         return d
 
+    def _has_buffered(self) -> bool:
+        return bool(self._buffered_states or self._buffered_history)
+
+    def _buffer_soon(self) -> None:
+        if self._buffer_due or self._buffer_timer is not None:
+            return
+        if self.write_behind <= 0:
+            self._buffer_due = True
+            self._flush()
+        else:
+            self._buffer_timer = self._clock.callLater(self.write_behind, self._buffer_timer_fired)
+
+    def _buffer_timer_fired(self) -> None:
+        self._buffer_timer = None
+        self._buffer_due = True
+        self._flush()
+
+    def _write_buffer_now(self) -> defer.Deferred:
+        if self._closed:
+            return defer.fail(RuntimeError("the inventory store is closed"))
+        d: defer.Deferred = defer.Deferred()
+        self._buffered_waiters.append(d)
+        self._buffer_due = True
+        self._flush()
+        return d
+
+    def _take_buffer(self):
+        """The buffered rows (and who waits on them) for the batch about to run."""
+        if self._buffer_timer is not None:
+            self._buffer_timer.cancel()
+            self._buffer_timer = None
+        self._buffer_due = False
+        taken = (list(self._buffered_states.values()), self._buffered_history, sorted(self._to_trim),
+                 self._buffered_waiters)
+        self._buffered_states, self._buffered_history, self._to_trim, self._buffered_waiters = {}, [], set(), []
+        return taken
+
     def _flush(self) -> None:
-        if self._busy or not self._queue:
+        if self._busy:
+            return
+        # Buffered rows ride with any batch; alone, they wait until due.
+        buffered = None
+        if self._queue or self._buffer_due:
+            if self._has_buffered() or self._buffered_waiters:
+                buffered = self._take_buffer()
+            else:
+                self._buffer_due = False
+        if not self._queue and buffered is None:
             return
         batch, self._queue = self._queue, []
         self._busy = True
+        keep = self.history_max_events
 
         def run(cursor):
             # One transaction for the batch (one fsync), a savepoint per
             # operation: one bad operation fails alone, the rest commit.
             if not cursor.connection.in_transaction:
                 cursor.execute("BEGIN")
+            buffered_result = None
+            if buffered is not None:
+                cursor.execute("SAVEPOINT buffered")
+                try:
+                    _write_buffered(cursor, buffered[0], buffered[1], buffered[2], keep)
+                except Exception:
+                    cursor.execute("ROLLBACK TO buffered")
+                    buffered_result = Failure()
+                cursor.execute("RELEASE buffered")
             results = []
             for operation, _ in batch:
                 cursor.execute("SAVEPOINT operation")
@@ -242,10 +351,13 @@ class InventoryStore:
                     cursor.execute("ROLLBACK TO operation")
                     results.append((False, Failure()))
                 cursor.execute("RELEASE operation")
-            return results
+            return buffered_result, results
 
-        def done(results):
+        def done(outcome):
+            buffered_result, results = outcome
             self._busy = False
+            if buffered is not None:
+                self._buffered_done(buffered[3], buffered_result)
             for (_, d), (ok, result) in zip(batch, results):
                 if ok:
                     d.callback(result)
@@ -256,20 +368,84 @@ class InventoryStore:
         def failed(reason):
             # One transaction per batch: nothing of it was committed.
             self._busy = False
+            if buffered is not None:
+                self._buffered_done(buffered[3], reason)
             for _, d in batch:
                 d.errback(reason)
             self._flush()
 
         self._pool.runInteraction(run).addCallbacks(done, failed)
 
+    def _buffered_done(self, waiters: List[defer.Deferred], failure: Optional[Failure]) -> None:
+        if failure is not None and self.on_buffered_failure is not None:
+            self.on_buffered_failure(failure)
+        for waiter in waiters:
+            if failure is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(failure)
+
     def _drained(self) -> defer.Deferred:
-        if not self._busy and not self._queue:
+        if not self._busy and not self._queue and not self._has_buffered():
             return defer.succeed(None)
-        # A no-op write queued last fires once everything before it is committed.
+        # A no-op write queued last fires once everything before it is
+        # committed; buffered rows are written with it.
         d: defer.Deferred = defer.Deferred()
         self._queue.append((lambda cursor: None, d))
+        self._buffer_due = True
         self._flush()
         return d
+
+
+_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
+def _write_buffered(cursor: sqlite3.Cursor, states: List[DeviceState], history, trim: List[str], keep: int) -> None:
+    if states:
+        cursor.executemany(
+            "INSERT OR REPLACE INTO device_state (device_id, state, reason, since, last_seen, last_address,"
+            " transport, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(s.device_id, s.state, s.reason, s.since, s.last_seen, s.last_address, s.transport,
+              details_json(s.details)) for s in states],
+        )
+    if history:
+        encode = _JSON.encode
+        cursor.executemany(
+            "INSERT INTO history (device_id, time, event, data) VALUES (?, ?, ?, ?)",
+            [(device_id, time, event, encode(fields)) for device_id, time, event, fields in history],
+        )
+    for device_id in trim:
+        # With the (device_id, id) index this touches only the rows that
+        # fall off the end.
+        cursor.execute(
+            "DELETE FROM history WHERE device_id = ? AND id <= ("
+            " SELECT id FROM history WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (device_id, device_id, keep),
+        )
+
+
+# The JSON of capability lists shared between devices (see
+# Inventory._plain): encoded once, not once per state write.
+_SHARED_JSON: Dict[int, Tuple[Any, str]] = {}
+
+
+def remember_shared_json(value: Any) -> None:
+    """Encode C{value} (a list shared by many states' details) once, for L{details_json}."""
+    if len(_SHARED_JSON) >= 256:
+        _SHARED_JSON.clear()
+    # Keyed by identity; the value is kept alive with its encoding.
+    _SHARED_JSON[id(value)] = (value, _JSON.encode(value))
+
+
+def details_json(details: Dict[str, Any]) -> str:
+    """C{details} as JSON, with a shared capability list's encoding reused."""
+    capabilities = details.get("capabilities")
+    shared = _SHARED_JSON.get(id(capabilities)) if capabilities is not None else None
+    if shared is None or shared[0] is not capabilities:
+        return _JSON.encode(details)
+    rest = _JSON.encode({key: value for key, value in details.items() if key != "capabilities"})
+    separator = ", " if len(rest) > 2 else ""
+    return rest[:-1] + separator + '"capabilities": ' + shared[1] + "}"
 
 
 def _load(cursor: sqlite3.Cursor) -> Snapshot:

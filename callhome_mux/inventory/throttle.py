@@ -30,12 +30,13 @@ class BackOff:
 
 
 class _Entry:
-    __slots__ = ("failures", "until", "last")
+    __slots__ = ("failures", "until", "last", "delay")
 
     def __init__(self):
         self.failures = 0
         self.until = 0.0
         self.last = 0.0
+        self.delay = 0.0
 
 
 class Throttle:
@@ -70,6 +71,7 @@ class Throttle:
         delay = self.policy.delay(entry.failures)
         if delay:
             entry.until = now + delay
+            entry.delay = delay
             if self._on_throttled is not None:
                 self._on_throttled(key, entry.failures, delay)
         while len(self._entries) > self._max_tracked:
@@ -84,7 +86,9 @@ class Throttle:
         entry = self._entries.get(key)
         if entry is None:
             return 0.0
-        return max(0.0, entry.until - self._clock.seconds())
+        # Never more than the delay set: (now + delay) - now can exceed
+        # delay by a rounding error.
+        return min(entry.delay, max(0.0, entry.until - self._clock.seconds()))
 
     def failures(self, key: str) -> int:
         entry = self._entries.get(key)

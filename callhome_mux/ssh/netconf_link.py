@@ -36,6 +36,25 @@ def start_client(transport, device_id: str, connection_id: str, details: Dict[st
     return protocol, protocol.whenReady()
 
 
+# The capabilities of devices of one model are one shared frozenset (see
+# netconf.session); their sorted form is shared too, as an immutable tuple
+# (no list of ~70 strings per session, no sort per session).
+_SORTED: Dict[frozenset, Tuple[str, ...]] = {}
+_SORTED_MAX = 1024
+
+
+def _sorted_capabilities(capabilities) -> Tuple[str, ...]:
+    if not isinstance(capabilities, frozenset):
+        return tuple(sorted(capabilities))
+    ordered = _SORTED.get(capabilities)
+    if ordered is None:
+        ordered = tuple(sorted(capabilities))
+        if len(_SORTED) >= _SORTED_MAX:
+            _SORTED.clear()
+        _SORTED[capabilities] = ordered
+    return ordered
+
+
 def describe(netconf_session) -> Dict[str, Any]:
     """What the session details add about the NETCONF session (beyond what the protocol notes)."""
-    return {"capabilities": sorted(getattr(netconf_session, "capabilities", ()) or ())}
+    return {"capabilities": _sorted_capabilities(getattr(netconf_session, "capabilities", ()) or ())}
