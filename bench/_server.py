@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import os
 import sys
 import tempfile
@@ -103,6 +104,50 @@ def ensure_handlers(service, args, tls_paths, devices):
     return "bench"
 
 
+class _SyscallCounter:
+    """Counts reads and sends of one TCP connection (to see how well RPCs are batched)."""
+
+    def __init__(self, tcp, ssh):
+        self.tcp, self.ssh = tcp, ssh
+        self.reads = self.sends = self.packets_out = 0
+        self.times = {}
+        self.usage = resource.getrusage(resource.RUSAGE_SELF)
+        for name, counter in (("doRead", "reads"), ("writeSomeData", "sends")):
+            original = getattr(tcp, name)
+
+            def counted(*args, original=original, counter=counter):
+                setattr(self, counter, getattr(self, counter) + 1)
+                t0 = time.perf_counter()
+                try:
+                    return original(*args)
+                finally:
+                    self.times[counter] = self.times.get(counter, 0) + time.perf_counter() - t0
+
+            setattr(tcp, name, counted)
+        original_send = ssh.sendPacket
+
+        def sendPacket(*args):
+            self.packets_out += 1
+            return original_send(*args)
+
+        ssh.sendPacket = sendPacket
+
+    def stop(self):
+        for obj, name in ((self.tcp, "doRead"), (self.tcp, "writeSomeData"), (self.ssh, "sendPacket")):
+            obj.__dict__.pop(name, None)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"reads": self.reads, "sends": self.sends, "packets_out": self.packets_out, "times": self.times,
+                "utime": usage.ru_utime - self.usage.ru_utime, "stime": usage.ru_stime - self.usage.ru_stime}
+
+
+def _count_syscalls(session):
+    channel = getattr(session.protocol.transport, "_channel", None)
+    if channel is None:
+        return type("NoCounts", (), {"stop": lambda self: {}})()
+    ssh = channel.conn.transport
+    return _SyscallCounter(ssh.transport, ssh)
+
+
 def _demux_extra(args):
     return {"silence_timeout": args.silence_timeout} if args.silence_timeout else {}
 
@@ -182,6 +227,7 @@ class Commands:
 
         session = self._sessions()[0]
         count, depth = int(count), int(depth)
+        counts = _count_syscalls(session)
         finished = defer.Deferred()
         state = {"sent": 0, "done": 0, "failed": 0}
         before = process_stats()["cpu"]
@@ -206,22 +252,23 @@ class Commands:
             send()
         return finished.addCallback(
             lambda _: {"rpcs": count, "failed": state["failed"], "seconds": time.perf_counter() - started,
-                       "cpu": process_stats()["cpu"] - before}
+                       "cpu": process_stats()["cpu"] - before, **counts.stop()}
         )
 
     def rpc_big(self):
         session = self._sessions()[0]
         protocol = session.protocol
-        marks = {}
-        original = protocol._message_received
+        marks = {"bytes": 0}
+        original = protocol.dataReceived
 
-        def timed(message):
-            # The whole reply is here (received, decrypted, de-framed); parsing follows.
-            marks["framed"] = time.perf_counter()
-            marks["bytes"] = len(message)
-            return original(message)
+        def timed(data):
+            # Bytes as the channel hands them over (received, decrypted);
+            # the last read's start is when the whole reply was here.
+            marks["last"] = time.perf_counter()
+            marks["bytes"] += len(data)
+            return original(data)
 
-        protocol._message_received = timed
+        protocol.dataReceived = timed
         before = process_stats()["cpu"]
         started = time.perf_counter()
         d = session.rpc(b"<get/>", timeout=120)
@@ -229,8 +276,8 @@ class Commands:
         def done(reply):
             elapsed = time.perf_counter() - started
             cpu = process_stats()["cpu"] - before
-            del protocol._message_received
-            return {"bytes": marks["bytes"], "seconds": elapsed, "transfer_seconds": marks["framed"] - started,
+            del protocol.dataReceived
+            return {"bytes": marks["bytes"], "seconds": elapsed, "transfer_seconds": marks["last"] - started,
                     "cpu": cpu}
 
         return d.addCallback(done)

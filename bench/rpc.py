@@ -60,16 +60,33 @@ def one_run(args):
         while server.ask("stats", "sessions")["sessions"] < 1:
             pass
         server.ask("rpc_pipe 2000 64", "rpcs")  # warm up
-        seq = spied(args, server, "seq", lambda: server.ask(f"rpc_seq {args.count // 5}", "rpcs", timeout=600))
-        pipe = spied(args, server, "pipe", lambda: server.ask(f"rpc_pipe {args.count} {args.depth}", "rpcs", timeout=600))
-        big = spied(args, server, "big", lambda: server.ask("rpc_big", "bytes", timeout=600))
-        send = server.ask(f"rpc_bigsend {int(args.big_mb * 1e6)}", "sent_bytes", timeout=600)
+        device = fleet[0]
+
+        def phase(name, command, key):
+            # The device's CPU over the phase too: it must not be the bottleneck.
+            before = device.ask("stats", "cpu")["cpu"]
+            result = spied(args, server, name, lambda: server.ask(command, key, timeout=600))
+            result["device_cpu"] = device.ask("stats", "cpu")["cpu"] - before
+            return result
+
+        seq = phase("seq", f"rpc_seq {args.count // 5}", "rpcs")
+        pipe = phase("pipe", f"rpc_pipe {args.count} {args.depth}", "rpcs")
+        print(pipe, flush=True)
+        big = phase("big", "rpc_big", "bytes")
+        send = phase("send", f"rpc_bigsend {int(args.big_mb * 1e6)}", "sent_bytes")
         return {
             "seq_per_s": seq["rpcs"] / seq["seconds"],
             "seq_cpu_us": seq["cpu"] * 1e6 / seq["rpcs"],
+            "seq_device_us": seq["device_cpu"] * 1e6 / seq["rpcs"],
+            "pipe_device_us": pipe["device_cpu"] * 1e6 / pipe["rpcs"],
+            "big_device_s": big["device_cpu"],
+            "send_device_s": send["device_cpu"],
             "pipe_per_s": pipe["rpcs"] / pipe["seconds"],
             "pipe_cpu_us": pipe["cpu"] * 1e6 / pipe["rpcs"],
             "pipe_failed": pipe["failed"],
+            "pipe_batching": (f"{pipe['rpcs'] / max(1, pipe.get('sends', 0)):.1f} RPCs/send, "
+                              f"{pipe['rpcs'] / max(1, pipe.get('reads', 0)):.1f} RPCs/read, "
+                              f"{pipe['rpcs'] / max(1, pipe.get('packets_out', 0)):.1f} RPCs/SSH packet"),
             "big_mb_s": big["bytes"] / 1e6 / big["seconds"],
             "big_transfer_mb_s": big["bytes"] / 1e6 / big["transfer_seconds"],
             "big_mb": big["bytes"] / 1e6,
@@ -98,11 +115,15 @@ def main():
     for run in range(args.runs):
         row = one_run(args)
         rows.append(row)
-        print(f"run {run + 1}: sequential {row['seq_per_s']:.0f}/s ({row['seq_cpu_us']:.0f} us CPU/RPC), "
-              f"pipelined {row['pipe_per_s']:.0f}/s ({row['pipe_cpu_us']:.0f} us CPU/RPC, {row['pipe_failed']} failed), "
+        print(f"run {run + 1}: sequential {row['seq_per_s']:.0f}/s ({row['seq_cpu_us']:.0f} us CPU/RPC, "
+              f"device {row['seq_device_us']:.0f}), "
+              f"pipelined {row['pipe_per_s']:.0f}/s ({row['pipe_cpu_us']:.0f} us CPU/RPC, device {row['pipe_device_us']:.0f}, "
+              f"{row['pipe_failed']} failed; {row['pipe_batching']}), "
               f"bulk {row['big_mb']:.1f} MB at {row['big_mb_s']:.0f} MB/s to the parsed reply, "
-              f"{row['big_transfer_mb_s']:.0f} MB/s to the last byte de-framed ({row['big_cpu_s']:.2f} s CPU); "
-              f"sending {row['big_mb']:.0f} MB <edit-config> {row['send_mb_s']:.0f} MB/s ({row['send_cpu_s']:.2f} s CPU) [{row['wiring']}]",
+              f"{row['big_transfer_mb_s']:.0f} MB/s to the last byte de-framed ({row['big_cpu_s']:.2f} s CPU, "
+              f"device {row['big_device_s']:.2f}); "
+              f"sending {row['big_mb']:.0f} MB <edit-config> {row['send_mb_s']:.0f} MB/s ({row['send_cpu_s']:.2f} s CPU, "
+              f"device {row['send_device_s']:.2f}) [{row['wiring']}]",
               flush=True)
     print("\nmedian [min-max] over runs")
     pipe = [r["pipe_per_s"] for r in rows]

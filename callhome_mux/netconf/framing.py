@@ -8,13 +8,19 @@ malformed header is a L{FramingError}, never a guess) and bounded (no chunk
 or message larger than the configured limits is ever buffered).
 
 Both decoders run in linear time: the end-of-message search looks only at
-new bytes (plus the few that may hold the start of a delimiter), and chunk
-data is collected as pieces joined once per message.
+new bytes (plus the few that may hold the start of a delimiter).  The
+chunked decoder works on the received C{bytes} objects themselves (a queue
+with an offset into the first): chunk data that fills a whole read is kept
+as that very object, other data is sliced once, and the pieces are joined
+once per message -- or handed out as they come (L{FrameDecoder.take_partial})
+so that a large message can be parsed while it is still arriving.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+import collections
+import itertools
+from typing import Deque, List, Optional, Tuple
 
 from callhome_mux.netconf.errors import FramingError
 
@@ -63,6 +69,10 @@ class FrameDecoder:
     L{next_message} one at a time when the framing may change between two
     messages of the same read (the hello is followed by chunked data).
 
+    In chunked mode, L{take_partial} hands out the data of the message in
+    progress received so far; L{next_message} then returns only the rest.
+    The size limits count the whole message, taken pieces included.
+
     After a L{FramingError} the stream cannot be resynchronised; the caller
     must end the session.
     """
@@ -73,12 +83,20 @@ class FrameDecoder:
         self.max_message_size = max_message_size
         self.max_chunk_size = min(max_chunk_size or MAX_CHUNK_SIZE, MAX_CHUNK_SIZE)
         self.chunked = False
+        # End-of-message mode: the undecoded input and where the next
+        # delimiter search starts.
         self._buffer = bytearray()
-        # End-of-message mode: where the next delimiter search starts.
         self._searched = 0
-        # Chunked mode: pieces of the current message, their total size, and
-        # the bytes still owed by the current chunk (0: a header comes next).
+        # Chunked mode: the undecoded input as received (bytes objects, an
+        # offset into the first), the pieces of the current message not yet
+        # handed out, the size the chunk headers announced for the whole
+        # message, the bytes still owed by the current chunk (0: a header
+        # comes next), and whether the message has had any chunk.
+        self._input: Deque[bytes] = collections.deque()
+        self._offset = 0
+        self._input_size = 0
         self._pieces: List[bytes] = []
+        self._pieces_size = 0
         self._message_size = 0
         self._chunk_left = 0
         self._broken: Optional[FramingError] = None
@@ -91,11 +109,26 @@ class FrameDecoder:
         """Decode everything not yet returned (buffered or future) as base:1.1."""
         self.chunked = True
         self._searched = 0
+        if self._buffer:
+            self._input.append(bytes(self._buffer))
+            self._input_size += len(self._buffer)
+            self._buffer = bytearray()
 
     @property
     def buffered(self) -> int:
         """Bytes held: undecoded input plus the pieces of a partial message."""
-        return len(self._buffer) + self._message_size - self._chunk_left
+        return len(self._buffer) + self._input_size + self._pieces_size
+
+    @property
+    def partial_size(self) -> int:
+        """Bytes of the (chunked) message in progress held and not yet taken."""
+        return self._pieces_size
+
+    def take_partial(self) -> List[bytes]:
+        """Hand out the pieces of the chunked message in progress received so far."""
+        pieces, self._pieces = self._pieces, []
+        self._pieces_size = 0
+        return pieces
 
     def feed(self, data: bytes) -> List[bytes]:
         """Add C{data}; return every message now complete (possibly none)."""
@@ -110,10 +143,18 @@ class FrameDecoder:
     def push(self, data: bytes) -> None:
         if self._broken is not None:
             raise self._broken
-        self._buffer += data
+        if not data:
+            return
+        if self.chunked:
+            if type(data) is not bytes:
+                data = bytes(data)
+            self._input.append(data)
+            self._input_size += len(data)
+        else:
+            self._buffer += data
 
     def next_message(self) -> Optional[bytes]:
-        """The next complete message, or None until more bytes arrive."""
+        """The next complete message (its part not yet taken), or None until more bytes arrive."""
         if self._broken is not None:
             raise self._broken
         try:
@@ -147,24 +188,34 @@ class FrameDecoder:
     # -- base:1.1 ---------------------------------------------------------
 
     def _next_chunked(self) -> Optional[bytes]:
-        buffer = self._buffer
+        queue = self._input
         while True:
             if self._chunk_left:
-                available = len(buffer)
-                if not available:
+                if not queue:
                     return None
-                take = min(available, self._chunk_left)
-                self._pieces.append(bytes(buffer[:take]))
-                del buffer[:take]
+                data = queue[0]
+                offset = self._offset
+                available = len(data) - offset
+                take = available if available < self._chunk_left else self._chunk_left
+                # A read that is all chunk data is kept as it is: no copy.
+                self._pieces.append(data if take == len(data) else data[offset : offset + take])
+                self._pieces_size += take
                 self._chunk_left -= take
-                if self._chunk_left:
-                    return None
+                self._input_size -= take
+                if take == available:
+                    queue.popleft()
+                    self._offset = 0
+                else:
+                    self._offset = offset + take
+                continue
             size = self._read_header()
             if size is None:
                 return None
             if size == 0:
-                message = b"".join(self._pieces)
+                pieces = self._pieces
+                message = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 self._pieces = []
+                self._pieces_size = 0
                 self._message_size = 0
                 return message
             self._message_size += size
@@ -175,6 +226,32 @@ class FrameDecoder:
                 )
             self._chunk_left = size
 
+    def _header_bytes(self) -> Tuple[bytes, int]:
+        """The bytes a chunk header may span: the first read itself when it holds enough, else a short copy."""
+        queue = self._input
+        data = queue[0]
+        offset = self._offset
+        if len(data) - offset >= _MAX_HEADER or len(queue) == 1:
+            return data, offset
+        head = data[offset : offset + _MAX_HEADER]
+        for data in itertools.islice(queue, 1, None):
+            head += data[: _MAX_HEADER - len(head)]
+            if len(head) >= _MAX_HEADER:
+                break
+        return head, 0
+
+    def _consume(self, count: int) -> None:
+        queue = self._input
+        self._input_size -= count
+        while count:
+            left = len(queue[0]) - self._offset
+            if count < left:
+                self._offset += count
+                return
+            count -= left
+            queue.popleft()
+            self._offset = 0
+
     def _read_header(self) -> Optional[int]:
         """
         Consume one chunk header: its size, 0 for end-of-chunks, None when incomplete.
@@ -182,29 +259,34 @@ class FrameDecoder:
         Partial headers are checked as far as they go, so garbage is refused
         at once rather than after more bytes arrive.
         """
-        buffer = self._buffer
-        available = len(buffer)
-        if available == 0:
+        if not self._input:
             return None
-        if buffer[0] != _LF:
-            raise FramingError(f"expected a chunk header starting with '\\n#', got {bytes(buffer[:16])!r}")
+        buffer, start = self._header_bytes()
+        available = len(buffer) - start
+        if buffer[start] != _LF:
+            raise FramingError(
+                f"expected a chunk header starting with '\\n#', got {buffer[start : start + 16]!r}"
+            )
         if available < 2:
             return None
-        if buffer[1] != _HASH:
-            raise FramingError(f"expected '#' after '\\n' in a chunk header, got {bytes(buffer[:16])!r}")
+        if buffer[start + 1] != _HASH:
+            raise FramingError(f"expected '#' after '\\n' in a chunk header, got {buffer[start : start + 16]!r}")
         if available < 3:
             return None
-        if buffer[2] == _HASH:
+        if buffer[start + 2] == _HASH:
             if available < 4:
                 return None
-            if buffer[3] != _LF:
-                raise FramingError(f"malformed end-of-chunks marker {bytes(buffer[:4])!r} (expected '\\n##\\n')")
-            if not self._pieces:
+            if buffer[start + 3] != _LF:
+                raise FramingError(
+                    f"malformed end-of-chunks marker {buffer[start : start + 4]!r} (expected '\\n##\\n')"
+                )
+            if not self._message_size:
                 raise FramingError("end-of-chunks marker before any chunk: a message needs at least one chunk")
-            del buffer[:4]
+            self._consume(4)
             return 0
-        newline = buffer.find(b"\n", 2, _MAX_HEADER)
-        digits = bytes(buffer[2 : newline if newline >= 0 else min(available, _MAX_HEADER)])
+        limit = start + _MAX_HEADER
+        newline = buffer.find(b"\n", start + 2, limit)
+        digits = buffer[start + 2 : newline if newline >= 0 else min(len(buffer), limit)]
         if not _DIGITS.issuperset(digits):
             raise FramingError(f"chunk size {digits!r} is not a decimal number")
         if digits[:1] == b"0":
@@ -220,5 +302,5 @@ class FrameDecoder:
             raise FramingError(f"chunk size {size} exceeds {MAX_CHUNK_SIZE} (RFC 6242 §4.2)")
         if size > self.max_chunk_size:
             raise FramingError(f"chunk size {size} exceeds the configured limit of {self.max_chunk_size} bytes")
-        del buffer[: newline + 1]
+        self._consume(newline + 1 - start)
         return size

@@ -104,12 +104,22 @@ def operation_name(request) -> str:
 
 
 class _Pending:
-    __slots__ = ("deferred", "timer", "request")
+    __slots__ = ("deferred", "request", "timeout", "deadline")
 
-    def __init__(self, deferred, request):
+    def __init__(self, deferred, request, timeout, deadline):
         self.deferred = deferred
         self.request = request
-        self.timer = None
+        self.timeout = timeout
+        self.deadline = deadline  # clock time after which it times out, or None
+
+
+# A timer armed for a deadline may fire a rounding error early.
+_DEADLINE_SLACK = 1e-7
+# A message still incomplete after this many bytes is parsed as it arrives.
+_STREAM_AFTER = 64 * 1024
+# Frames we write at the end of the read that produced them (coalesced into
+# one channel write) when smaller than this; bigger ones go at once.
+_COALESCE_BELOW = 64 * 1024
 
 
 class NetconfClientProtocol(Protocol):
@@ -149,6 +159,14 @@ class NetconfClientProtocol(Protocol):
         self._decoder = FrameDecoder(self.settings.max_message_size, self.settings.effective_max_chunk_size)
         self._chunked = False
         self._hello_timer = None
+        # One timer for every RPC deadline: armed for the earliest, it
+        # sweeps what has expired and re-arms for the next (no callLater per RPC).
+        self._sweep_call = None
+        self._sweep_at = 0.0
+        # While a read is handled: frames written meanwhile, sent together after it.
+        self._outgoing: Optional[List[bytes]] = None
+        # The parser of a large message that is being parsed as it arrives.
+        self._stream: Optional[xmlsafe.IncrementalParser] = None
         self._ids = itertools.count(1)
         self._pending: Dict[str, _Pending] = {}
         self._abandoned: Set[str] = set()
@@ -196,16 +214,38 @@ class NetconfClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._state not in ("hello", "ready", "closing"):
             return
+        outermost = self._outgoing is None
+        if outermost:
+            # RPCs sent by the callbacks of these replies go out together.
+            self._outgoing = []
         decoder = self._decoder
         try:
             decoder.push(data)
             while self._state in ("hello", "ready", "closing"):
                 message = decoder.next_message()
                 if message is None:
-                    return
-                self._message_received(message)
+                    if self._stream is not None or decoder.partial_size >= _STREAM_AFTER:
+                        self._stream_partial()
+                    break
+                if self._stream is not None:
+                    stream, self._stream = self._stream, None
+                    stream.feed(message)
+                    self._element_received(stream.close())
+                else:
+                    self._message_received(message)
         except NetconfProtocolError as error:
+            self._stream = None
             self._fail_session(str(error))
+        finally:
+            if outermost:
+                self._flush_outgoing()
+
+    def _stream_partial(self) -> None:
+        """Feed what has arrived of a large message to its incremental parser."""
+        if self._stream is None:
+            self._stream = xmlsafe.IncrementalParser()
+        for piece in self._decoder.take_partial():
+            self._stream.feed(piece)
 
     def connectionLost(self, reason: Failure = None) -> None:
         if self._state == "lost":
@@ -246,22 +286,49 @@ class NetconfClientProtocol(Protocol):
         message = _RPC_OPEN + message_id.encode("ascii") + b'">' + body + b"</rpc>"
         if not self._chunked and _EOM in message:
             return defer.fail(ValueError("an RPC containing ']]>]]>' cannot be sent with base:1.0 framing"))
-        pending = _Pending(None, request)
-        deferred = defer.Deferred(lambda d: self._abandon(message_id))
-        pending.deferred = deferred
-        self._pending[message_id] = pending
         if timeout is None:
             timeout = self.settings.rpc_timeout
+        deferred = defer.Deferred(lambda d: self._abandon(message_id))
         if timeout:
-            pending.timer = self.clock.callLater(timeout, self._rpc_timed_out, message_id, timeout)
+            deadline = self.clock.seconds() + timeout
+            self._pending[message_id] = _Pending(deferred, request, timeout, deadline)
+            if self._sweep_call is None:
+                self._sweep_call = self.clock.callLater(timeout, self._sweep)
+                self._sweep_at = deadline
+            elif deadline < self._sweep_at:
+                self._sweep_call.reset(timeout)
+                self._sweep_at = deadline
+        else:
+            self._pending[message_id] = _Pending(deferred, request, None, None)
         self._write(message)
         return deferred
 
     def _write(self, message: bytes) -> None:
         if self._chunked:
-            self.transport.write(encode_chunked(message, self.settings.send_chunk_size))
+            frame = encode_chunked(message, self.settings.send_chunk_size)
         else:
-            self.transport.write(message + _EOM)
+            frame = message + _EOM
+        outgoing = self._outgoing
+        if outgoing is None:
+            self.transport.write(frame)
+        elif len(frame) < _COALESCE_BELOW:
+            outgoing.append(frame)
+        else:
+            self._flush_outgoing()
+            self._outgoing = []
+            self.transport.write(frame)
+
+    def _flush_now(self) -> None:
+        """Write the frames held so far (before the transport is closed), still holding later ones."""
+        if self._outgoing:
+            self._flush_outgoing()
+            self._outgoing = []
+
+    def _flush_outgoing(self) -> None:
+        """Write the frames held during a read: one channel write (one SSH packet when they fit)."""
+        outgoing, self._outgoing = self._outgoing, None
+        if outgoing:
+            self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def close_session(self) -> defer.Deferred:
         """Send <close-session>; fires with the reply, then the transport is closed."""
@@ -286,6 +353,7 @@ class NetconfClientProtocol(Protocol):
 
     def _drop_after_close(self, result):
         if self._state != "lost":
+            self._flush_now()
             self.transport.loseConnection()
         return result
 
@@ -296,7 +364,9 @@ class NetconfClientProtocol(Protocol):
     # -- receiving --------------------------------------------------------
 
     def _message_received(self, message: bytes) -> None:
-        root = xmlsafe.parse(message)
+        self._element_received(xmlsafe.parse(message))
+
+    def _element_received(self, root) -> None:
         tag = root.tag
         if tag == RPC_REPLY and self._state != "hello":
             self._reply_received(root)
@@ -357,8 +427,8 @@ class NetconfClientProtocol(Protocol):
         if pending is None:
             self._unmatched_reply(message_id)
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
+        if not self._pending:
+            self._cancel_sweep()
         if reply.find(RPC_ERROR) is not None:
             errors = [RPCErrorItem.from_element(element) for element in reply.iterfind(RPC_ERROR)]
             if any(error.severity != "warning" for error in errors):
@@ -401,21 +471,49 @@ class NetconfClientProtocol(Protocol):
         self._emit("netconf.hello.timeout", timeout=timeout)
         self._end(f"no <hello> from the device within {timeout:g} s", HelloTimeoutError)
 
-    def _rpc_timed_out(self, message_id: str, timeout: float) -> None:
-        pending = self._pending.pop(message_id, None)
-        if pending is None:
-            return
+    def _sweep(self) -> None:
+        """The earliest RPC deadline has come: time out every RPC past its deadline, re-arm for the next."""
+        self._sweep_call = None
+        now = self.clock.seconds() + _DEADLINE_SLACK
+        expired = []
+        next_deadline = None
+        for message_id, pending in self._pending.items():
+            deadline = pending.deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                expired.append(message_id)
+            elif next_deadline is None or deadline < next_deadline:
+                next_deadline = deadline
+        if next_deadline is not None:
+            self._sweep_at = next_deadline
+            self._sweep_call = self.clock.callLater(max(0.0, next_deadline - self.clock.seconds()), self._sweep)
+        for message_id in expired:
+            pending = self._pending.pop(message_id, None)
+            if pending is not None:
+                self._rpc_timed_out(message_id, pending)
+        if not self._pending:
+            self._cancel_sweep()
+
+    def _rpc_timed_out(self, message_id: str, pending: _Pending) -> None:
         self._remember_abandoned(message_id)
         name = operation_name(pending.request)
+        timeout = pending.timeout
         self._emit("netconf.rpc.timeout", message_id=message_id, operation=name, timeout=timeout)
         pending.deferred.errback(RPCTimeoutError(message_id, timeout, name))
+
+    def _cancel_sweep(self) -> None:
+        if self._sweep_call is not None:
+            if self._sweep_call.active():
+                self._sweep_call.cancel()
+            self._sweep_call = None
 
     def _abandon(self, message_id: str) -> None:
         # Deferred canceller: forget the RPC; a later reply is expected and ignored.
         pending = self._pending.pop(message_id, None)
         if pending is not None:
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.cancel()
+            if not self._pending:
+                self._cancel_sweep()
             self._remember_abandoned(message_id)
 
     def _remember_abandoned(self, message_id: str) -> None:
@@ -437,6 +535,7 @@ class NetconfClientProtocol(Protocol):
         self._cancel_hello_timer()
         self._fail_everything(reason, ready_error)
         if self.transport is not None:
+            self._flush_now()
             self.transport.loseConnection()
 
     def _fail_everything(self, reason: str, ready_error=SessionLostError) -> None:
@@ -447,9 +546,8 @@ class NetconfClientProtocol(Protocol):
         for waiter in waiters:
             waiter.errback(ready_error(reason))
         pending, self._pending = self._pending, {}
+        self._cancel_sweep()
         for entry in pending.values():
-            if entry.timer is not None and entry.timer.active():
-                entry.timer.cancel()
             entry.deferred.errback(SessionLostError(f"session lost before the reply: {reason}"))
 
     def _not_usable(self) -> Exception:

@@ -10,12 +10,13 @@ entity-expansion and external-entity attacks get in).
 from __future__ import annotations
 
 import re
+from typing import List, Optional
 
 from lxml import etree
 
 from callhome_mux.netconf.errors import UnsafeXMLError
 
-__all__ = ["UnsafeXMLError", "parse", "parse_fragment"]
+__all__ = ["UnsafeXMLError", "IncrementalParser", "parse", "parse_fragment"]
 
 # What may precede the root element: whitespace, the XML declaration,
 # processing instructions, comments.  A DOCTYPE found right after them is
@@ -40,12 +41,24 @@ def _make_parser() -> etree.XMLParser:
 _PARSER = _make_parser()
 
 
-def parse(data: bytes):
-    """The root element of C{data}; L{UnsafeXMLError} if it is malformed or has a DOCTYPE."""
+_DOCTYPE_REFUSED = "refusing XML with a DOCTYPE declaration (DTDs and entities are refused)"
+
+
+def _prolog_end(data: bytes) -> int:
+    """Where the prolog of C{data} ends; L{UnsafeXMLError} if a DOCTYPE starts there."""
+    if data[:1] == b"<" and data[1:2] not in (b"?", b"!"):
+        # The usual NETCONF message: the root element comes first.
+        return 0
     start = 3 if data.startswith(_BOM) else 0
     prolog_end = _PROLOG.match(data, start).end()
     if data.startswith(b"<!DOCTYPE", prolog_end):
-        raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are refused)")
+        raise UnsafeXMLError(_DOCTYPE_REFUSED)
+    return prolog_end
+
+
+def parse(data: bytes):
+    """The root element of C{data}; L{UnsafeXMLError} if it is malformed or has a DOCTYPE."""
+    prolog_end = _prolog_end(data)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as error:
@@ -55,8 +68,75 @@ def parse(data: bytes):
     # The prefix check reads ASCII-compatible encodings; when the root
     # element did not follow the prolog there (UTF-16, say), ask libxml2.
     if data[prolog_end : prolog_end + 1] != b"<" and root.getroottree().docinfo.doctype:
-        raise UnsafeXMLError("refusing XML with a DOCTYPE declaration (DTDs and entities are refused)")
+        raise UnsafeXMLError(_DOCTYPE_REFUSED)
     return root
+
+
+class IncrementalParser:
+    """
+    Parse one document given in pieces, as it arrives (lxml's feed parser).
+
+    The same safety as L{parse}: the same parser options, and the prolog is
+    checked for a DOCTYPE before libxml2 sees any of it.  The first
+    C{prolog_window} bytes are held until the prolog is decided: if the root
+    element starts in them (an ASCII-compatible document, no DOCTYPE), the
+    rest is fed as it comes; otherwise (a prolog longer than the window, a
+    UTF-16 document) the pieces are kept and the whole document goes
+    through L{parse} at the end, exactly as if it had come in one piece.
+    """
+
+    def __init__(self, prolog_window: int = 64 * 1024):
+        self._window = prolog_window
+        self._held: List[bytes] = []  # pieces not yet fed (prolog undecided, or whole-document mode)
+        self._held_size = 0
+        self._parser: Optional[etree.XMLParser] = None  # set once streaming
+        self._whole = False  # the prolog could not be decided: parse() at the end
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._parser is not None:
+            self._feed(data)
+            return
+        self._held.append(data)
+        self._held_size += len(data)
+        if not self._whole and self._held_size >= self._window:
+            self._decide()
+
+    def close(self):
+        """The root element; L{UnsafeXMLError} as L{parse} would raise it."""
+        if self._parser is None:
+            held, self._held = self._held, []
+            return parse(b"".join(held))
+        try:
+            root = self._parser.close()
+        except etree.XMLSyntaxError as error:
+            raise UnsafeXMLError(f"malformed XML: {error}") from None
+        finally:
+            self._parser = None
+        if root.getroottree().docinfo.doctype:  # belt and braces: the prolog was checked
+            raise UnsafeXMLError(_DOCTYPE_REFUSED)
+        return root
+
+    def _decide(self) -> None:
+        head = b"".join(self._held)
+        prolog_end = _prolog_end(head)
+        if head[prolog_end : prolog_end + 1] != b"<" or head[prolog_end + 1 : prolog_end + 2] in (b"", b"!", b"?"):
+            # No root element in sight: keep everything for parse().
+            self._whole = True
+            self._held = [head]
+            return
+        self._held = []
+        self._held_size = 0
+        self._parser = _make_parser()
+        self._feed(head)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed(data)
+        except etree.XMLSyntaxError as error:
+            self._parser = None
+            raise UnsafeXMLError(f"malformed XML: {error}") from None
 
 
 def parse_fragment(text, wrapper: str = "wrapper"):

@@ -40,8 +40,13 @@ _NO_DEBUG = _NoDebugLogger(namespace="twisted.conch.ssh.transport")
 class CallHomeClientTransport(HybridKexClientMixin, transport.SSHClientTransport):
     """SSH client over a TCP connection the device opened."""
 
+    #: True while a TCP read is being handled (see L{ChannelTransport.write}).
+    reading = False
+
     def __init__(self, owner, offer, debug_log: bool = False):
         self.owner = owner
+        # Channel transports holding writes until the current read is handled.
+        self._held_writers: list = []
         if not debug_log:
             self._log = _NO_DEBUG
         # Instance attributes shadow the class-wide lists conch reads when
@@ -58,7 +63,24 @@ class CallHomeClientTransport(HybridKexClientMixin, transport.SSHClientTransport
 
     def dataReceived(self, data: bytes) -> None:
         self.owner.trafficSeen()
-        transport.SSHClientTransport.dataReceived(self, data)
+        if self.reading:  # re-entered: the outer call flushes
+            transport.SSHClientTransport.dataReceived(self, data)
+            return
+        self.reading = True
+        try:
+            transport.SSHClientTransport.dataReceived(self, data)
+        finally:
+            self.reading = False
+            self._flush_held_writes()
+
+    def hold_write(self, writer) -> None:
+        """C{writer} has data to send once the current read is handled."""
+        self._held_writers.append(writer)
+
+    def _flush_held_writes(self) -> None:
+        writers, self._held_writers = self._held_writers, []
+        for writer in writers:
+            writer.flush()
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred:
         # conch disconnects with HOST_KEY_NOT_VERIFIABLE if this fails.
@@ -169,29 +191,56 @@ class ChannelTransport:
     """
     What the NETCONF protocol sees as its transport: the SSH channel, with
     the device's real address as peer (the PROXY-header one when present).
+
+    Writes made while the SSH transport handles a TCP read (typically the
+    next RPCs, sent by the callbacks of the replies in that read) are held
+    and written to the channel together when the read is done: one SSH
+    packet (one encryption, one MAC) for many RPCs instead of one each.
+    Nothing waits longer than that read: the bytes would have stayed in the
+    TCP transport's buffer until the reactor's next write anyway.
     """
 
     disconnecting = False
+    # Small writes coalesced; a write this big goes at once (after the held ones).
+    hold_below = 64 * 1024
 
     def __init__(self, channel: NetconfChannel, peer: IAddress, host: IAddress):
         self._channel = channel
         self._peer = peer
         self._host = host
+        self._held: list = []
 
     def write(self, data: bytes) -> None:
-        if not self.disconnecting:
-            self._channel.write(data)
+        if self.disconnecting or not data:
+            return
+        ssh = self._channel.conn.transport
+        if getattr(ssh, "reading", False) and len(data) < self.hold_below:
+            if not self._held:
+                ssh.hold_write(self)
+            self._held.append(data)
+            return
+        if self._held:
+            self.flush()
+        self._channel.write(data)
 
     def writeSequence(self, data) -> None:
         self.write(b"".join(data))
 
+    def flush(self) -> None:
+        """Write what was held (L{write}) to the channel, as one write."""
+        held, self._held = self._held, []
+        if held and not self.disconnecting:
+            self._channel.write(held[0] if len(held) == 1 else b"".join(held))
+
     def loseConnection(self) -> None:
         if not self.disconnecting:
+            self.flush()
             self.disconnecting = True
             self._channel.loseConnection()
 
     def abortConnection(self) -> None:
         self.disconnecting = True
+        self._held = []
         self._channel.conn.transport.transport.abortConnection()
 
     def getPeer(self) -> IAddress:
