@@ -15,7 +15,10 @@ process then runs, on that one session:
    (many small elements), timed from sending the RPC to the parsed reply.
 
 Targets: >= 30,000 pipelined RPCs/s; >= 200 MB/s for the bulk reply.
-Also printed: server CPU microseconds per RPC (its own getrusage).
+Also printed: server CPU microseconds per RPC (its own getrusage), the
+device process's CPU over each phase (it must not be the bottleneck), and
+for the pipelined phase how well RPCs are batched (RPCs per TCP send, per
+TCP read and per SSH packet sent by the server).
 """
 
 from __future__ import annotations
@@ -71,7 +74,6 @@ def one_run(args):
 
         seq = phase("seq", f"rpc_seq {args.count // 5}", "rpcs")
         pipe = phase("pipe", f"rpc_pipe {args.count} {args.depth}", "rpcs")
-        print(pipe, flush=True)
         big = phase("big", "rpc_big", "bytes")
         send = phase("send", f"rpc_bigsend {int(args.big_mb * 1e6)}", "sent_bytes")
         return {

@@ -197,3 +197,51 @@ class ChunkedDecodingTests(TestCase):
         messages = decode_all(decoder, [stream[i : i + 65536] for i in range(0, len(stream), 65536)])
         self.assertEqual(messages, [body])
         self.assertEqual(decoder.buffered, 0)
+
+
+class PartialMessageTests(TestCase):
+    """take_partial: the data of a chunked message handed out while it arrives."""
+
+    def test_taken_pieces_and_rest_make_the_message_at_every_split(self):
+        body = b"<rpc-reply>" + bytes(range(256)) + b"</rpc-reply>"
+        stream = encode_chunked(body, 37) + encode_chunked(b"<next/>")
+        for cut in range(len(stream) + 1):
+            decoder = chunked_decoder()
+            taken = []
+            messages = []
+            for piece in (stream[:cut], stream[cut:]):
+                messages.extend(decoder.feed(piece))
+                if not messages:
+                    taken.extend(decoder.take_partial())
+            self.assertEqual(b"".join(taken) + messages[0], body, f"cut at {cut}")
+            self.assertEqual(messages[1:], [b"<next/>"])
+            self.assertEqual(decoder.buffered, 0)
+
+    def test_partial_size_counts_what_is_held(self):
+        decoder = chunked_decoder()
+        self.assertEqual(decoder.feed(b"\n#10\n12345"), [])
+        self.assertEqual(decoder.partial_size, 5)
+        self.assertEqual(decoder.take_partial(), [b"12345"])
+        self.assertEqual(decoder.partial_size, 0)
+        self.assertEqual(decoder.feed(b"67890\n##\n"), [b"67890"])
+
+    def test_limit_counts_taken_pieces(self):
+        decoder = chunked_decoder(max_message_size=100)
+        decoder.feed(b"\n#60\n" + b"a" * 60)
+        self.assertEqual(decoder.take_partial(), [b"a" * 60])
+        error = self.assertRaises(FramingError, decoder.feed, b"\n#41\n")
+        self.assertIn("exceeds the limit of 100", str(error))
+
+    def test_end_marker_after_taken_chunks_is_accepted(self):
+        decoder = chunked_decoder()
+        decoder.feed(b"\n#3\nabc")
+        decoder.take_partial()
+        self.assertEqual(decoder.feed(b"\n##\n"), [b""])
+
+    def test_a_read_of_chunk_data_is_kept_without_copy(self):
+        decoder = chunked_decoder()
+        decoder.feed(b"\n#8\n")
+        data = b"abcdefgh"
+        decoder.feed(data)
+        [piece] = decoder.take_partial()
+        self.assertIs(piece, data)

@@ -582,3 +582,206 @@ class CloseTests(InMemoryMixin, TestCase):
         self.assertEqual(len(registry), 0)
         [event] = self.recorder.named("session.lost")
         self.assertEqual(event["transport"], "test")
+
+
+class RecordingTransport(StringTransport):
+    """A StringTransport that also keeps each write() call's bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(data)
+        super().write(data)
+
+
+class CoalescedWriteTests(ScriptedMixin, TestCase):
+    def start_recording(self, settings=None):
+        self.clock = task.Clock()
+        self.recorder = Recorder(self.clock)
+        self.client = NetconfClientProtocol(self.recorder.bus, settings, clock=self.clock, device_id="dev-9")
+        self.transport = RecordingTransport()
+        self.client.makeConnection(self.transport)
+        self.ready = self.client.whenReady()
+
+    def test_rpcs_sent_by_reply_callbacks_go_out_in_one_write(self):
+        for chunked in (True, False):
+            self.start_recording(Settings(capabilities=(BASE_1_1,) if chunked else (BASE_1_0,)))
+            self.send_hello()
+            session = self.successResultOf(self.ready)
+            first = [session.rpc(b"<get/>") for _ in range(5)]
+            followers = []
+            for deferred in first:
+                deferred.addCallback(lambda _: followers.append(session.rpc(b"<commit/>")))
+            del self.transport.writes[:]
+            frame = encode_chunked if chunked else encode_eom
+            self.client.dataReceived(b"".join(frame(reply(b"%d" % i)) for i in range(1, 6)))
+            self.assertEqual(len(followers), 5)
+            self.assertEqual(len(self.transport.writes), 1, "five RPCs, one write")
+            rpcs = self.sent_messages(chunked)[6:]
+            self.assertEqual([r.get("message-id") for r in rpcs], ["6", "7", "8", "9", "10"])
+            self.assertEqual({r[0].tag for r in rpcs}, {qn("commit")})
+
+    def test_rpc_outside_a_read_is_written_at_once(self):
+        self.start_recording()
+        self.send_hello()
+        del self.transport.writes[:]
+        self.successResultOf(self.ready).rpc(b"<get/>")
+        self.assertEqual(len(self.transport.writes), 1)
+
+    def test_large_rpc_during_a_read_keeps_order(self):
+        self.start_recording()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        big = b"<edit-config><config>" + b"x" * 100_000 + b"</config></edit-config>"
+        sent = session.rpc(b"<get/>")
+        sent.addCallback(lambda _: [session.rpc(b"<commit/>"), session.rpc(big), session.rpc(b"<validate/>")])
+        del self.transport.writes[:]
+        self.client.dataReceived(encode_chunked(reply(b"1")))
+        self.assertEqual(len(self.transport.writes), 3, "held small one, the big one at once, then the last")
+        rpcs = self.sent_messages()[2:]
+        self.assertEqual([r[0].tag for r in rpcs], [qn("commit"), qn("edit-config"), qn("validate")])
+
+    def test_held_rpcs_are_written_before_a_protocol_error_closes(self):
+        self.start_recording()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        session.rpc(b"<get/>").addCallback(lambda _: session.rpc(b"<commit/>").addErrback(lambda f: None))
+        self.client.dataReceived(encode_chunked(reply(b"1")) + b"\n#0\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.sent_messages()[-1][0].tag, qn("commit"))
+
+
+class StreamedReplyTests(ScriptedMixin, TestCase):
+    """Replies larger than stream_after are parsed while they arrive."""
+
+    BODY = b"<data>" + b"".join(b"<n>%d</n>" % i for i in range(40)) + b"</data>"
+
+    def start_streaming(self, settings=None, stream_after=16):
+        self.start(settings)
+        self.client.stream_after = stream_after
+        self.send_hello()
+        return self.successResultOf(self.ready)
+
+    def test_reply_split_at_every_byte_boundary(self):
+        stream = encode_chunked(reply(b"1", self.BODY), 50) + encode_chunked(reply(b"2"))
+        for cut in range(len(stream) + 1):
+            session = self.start_streaming()
+            first, second = session.rpc(b"<get/>"), session.rpc(b"<commit/>")
+            self.client.dataReceived(stream[:cut])
+            self.client.dataReceived(stream[cut:])
+            data = self.successResultOf(first).find(qn("data"))
+            self.assertEqual([n.text for n in data], [str(i) for i in range(40)], f"cut at {cut}")
+            self.assertEqual(self.successResultOf(second).get("message-id"), "2")
+
+    def test_streamed_reply_one_byte_at_a_time(self):
+        session = self.start_streaming()
+        pending = session.rpc(b"<get/>")
+        for byte in encode_chunked(reply(b"1", self.BODY), 7):
+            self.client.dataReceived(bytes([byte]))
+        self.assertEqual(len(self.successResultOf(pending).find(qn("data"))), 40)
+
+    def test_oversized_streamed_message_still_refused(self):
+        session = self.start_streaming(Settings(max_message_size=400))
+        pending = session.rpc(b"<get/>")
+        message = reply(b"1", self.BODY)
+        self.assertGreater(len(message), 400)
+        stream = encode_chunked(message, 100)
+        self.client.dataReceived(stream[:250])
+        self.assertNoResult(pending)
+        self.client.dataReceived(stream[250:])
+        self.failureResultOf(pending, SessionLostError)
+        [event] = self.recorder.named("netconf.protocol.error")
+        self.assertIn("exceeds the limit of 400", event["reason"])
+
+    def test_malformed_streamed_reply_ends_session(self):
+        session = self.start_streaming()
+        pending = session.rpc(b"<get/>")
+        self.client.dataReceived(encode_chunked(reply(b"1", self.BODY.replace(b"</data>", b"</date>")), 30))
+        failure = self.failureResultOf(pending, SessionLostError)
+        self.assertIn("malformed XML", str(failure.value))
+
+    def test_doctype_in_streamed_reply_ends_session(self):
+        session = self.start_streaming()
+        pending = session.rpc(b"<get/>")
+        message = b'<!DOCTYPE r [<!ENTITY e "x">]>' + reply(b"1", b"<data>&e;" + b"x" * 100 + b"</data>")
+        self.client.dataReceived(encode_chunked(message, 20))
+        self.assertIn("DOCTYPE", str(self.failureResultOf(pending, SessionLostError).value))
+
+    def test_default_threshold_streams_a_large_reply(self):
+        session = self.start_streaming(stream_after=NetconfClientProtocol.stream_after)
+        pending = session.rpc(b"<get/>")
+        body = b"<data>" + b"<n>x</n>" * 50_000 + b"</data>"
+        stream = encode_chunked(reply(b"1", body))
+        for start in range(0, len(stream), 32768):
+            self.client.dataReceived(stream[start : start + 32768])
+            if NetconfClientProtocol.stream_after < start + 32768 < len(stream):
+                self.assertIsNotNone(self.client._stream, "parsing while the reply arrives")
+        self.assertGreater(len(stream), 4 * NetconfClientProtocol.stream_after)
+        self.assertEqual(len(self.successResultOf(pending).find(qn("data"))), 50_000)
+
+
+class DeadlineSweepTests(InMemoryMixin, TestCase):
+    """RPC timeouts: one timer for every deadline, on the Clock."""
+
+    def test_each_rpc_times_out_at_its_own_deadline(self):
+        session = self.connect()
+        self.device.stop_answering = True
+        pending = {timeout: session.rpc(b"<get/>", timeout=timeout) for timeout in (30, 5, 20, 10)}
+        self.pump.flush()
+        self.assertEqual(len([c for c in self.clock.getDelayedCalls() if c.active()]), 1, "one timer, not one per RPC")
+        for due in (5, 10, 20, 30):
+            self.clock.advance(due - 1 - self.clock.seconds())
+            self.assertNoResult(pending[due])
+            self.clock.advance(1)
+            self.assertEqual(self.failureResultOf(pending[due], RPCTimeoutError).value.timeout, due)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_shorter_timeout_added_later_fires_first(self):
+        session = self.connect()
+        self.device.stop_answering = True
+        long = session.rpc(b"<get/>", timeout=60)
+        self.clock.advance(10)
+        short = session.rpc(b"<get/>", timeout=1)
+        self.clock.advance(1)
+        self.failureResultOf(short, RPCTimeoutError)
+        self.assertNoResult(long)
+        self.clock.advance(49)
+        self.failureResultOf(long, RPCTimeoutError)
+
+    def test_answered_rpcs_leave_the_timer_for_the_rest(self):
+        session = self.connect()
+        self.device.hold_replies = True
+        answered = session.rpc(b"<get/>", timeout=5)
+        waiting = session.rpc(b"<get/>", timeout=8)
+        self.pump.flush()
+        self.device.held[:] = self.device.held[:1]  # the device answers only the first
+        self.device.release_replies()
+        self.pump.flush()
+        self.successResultOf(answered)
+        self.clock.advance(5)
+        self.assertNoResult(waiting)
+        self.clock.advance(3)
+        self.failureResultOf(waiting, RPCTimeoutError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_timer_while_nothing_is_outstanding(self):
+        session = self.connect()
+        for _ in range(3):
+            deferred = session.rpc(b"<get/>")
+            self.pump.flush()
+            self.successResultOf(deferred)
+            self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_rpc_sent_from_a_timeout_errback_gets_its_deadline(self):
+        session = self.connect()
+        self.device.stop_answering = True
+        retried = []
+        session.rpc(b"<get/>", timeout=2).addErrback(lambda f: retried.append(session.rpc(b"<get/>", timeout=3)))
+        self.clock.advance(2)
+        [retry] = retried
+        self.clock.advance(2)
+        self.assertNoResult(retry)
+        self.clock.advance(1)
+        self.failureResultOf(retry, RPCTimeoutError)

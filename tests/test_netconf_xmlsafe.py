@@ -3,7 +3,9 @@
 from twisted.trial.unittest import TestCase
 
 from callhome_mux.netconf.errors import NetconfProtocolError, UnsafeXMLError
-from callhome_mux.netconf.xmlsafe import parse, parse_fragment
+from lxml import etree
+
+from callhome_mux.netconf.xmlsafe import IncrementalParser, parse, parse_fragment
 
 
 class ParseTests(TestCase):
@@ -57,3 +59,57 @@ class FragmentTests(TestCase):
 
     def test_fragment_with_doctype_refused(self):
         self.assertRaises(UnsafeXMLError, parse_fragment, '<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>')
+
+
+def fed(document: bytes, cuts, window: int = 16):
+    """C{document} given to an IncrementalParser in the pieces between C{cuts}."""
+    parser = IncrementalParser(prolog_window=window)
+    start = 0
+    for cut in list(cuts) + [len(document)]:
+        parser.feed(document[start:cut])
+        start = cut
+    return parser.close()
+
+
+class IncrementalParseTests(TestCase):
+    """The feed path must accept and refuse exactly what parse() does, however the bytes are cut."""
+
+    REPLY = (b'<rpc-reply xmlns="urn:ietf:params:xml:ns:netconf:base:1.0" message-id="7">'
+             b'<data><a x="1">text &amp; more</a><b/><c><![CDATA[<x>]]></c></data></rpc-reply>')
+
+    def test_split_at_every_byte_boundary_gives_the_same_tree(self):
+        expected = etree.tostring(parse(self.REPLY))
+        for cut in range(len(self.REPLY) + 1):
+            self.assertEqual(etree.tostring(fed(self.REPLY, [cut])), expected, f"cut at {cut}")
+
+    def test_one_byte_at_a_time(self):
+        root = fed(self.REPLY, range(1, len(self.REPLY)))
+        self.assertEqual(root.get("message-id"), "7")
+
+    def test_doctype_refused_at_every_split(self):
+        document = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "boom">]><a>&e;</a>'
+        for cut in range(len(document) + 1):
+            with self.assertRaises(UnsafeXMLError, msg=f"cut at {cut}") as caught:
+                fed(document, [cut])
+            self.assertIn("DOCTYPE", str(caught.exception))
+
+    def test_doctype_after_a_prolog_longer_than_the_window_refused(self):
+        document = b"<!--" + b"c" * 200 + b"-->" + b'<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>'
+        self.assertRaises(UnsafeXMLError, fed, document, range(10, len(document), 10), 16)
+
+    def test_long_prolog_then_ordinary_document_accepted(self):
+        document = b'<?xml version="1.0"?>' + b"<!-- " + b"c" * 200 + b" -->" + self.REPLY
+        self.assertEqual(fed(document, range(7, len(document), 7)).get("message-id"), "7")
+
+    def test_doctype_in_utf16_document_refused(self):
+        document = '<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>'.encode("utf-16")
+        self.assertRaises(UnsafeXMLError, fed, document, range(3, len(document), 3), 8)
+
+    def test_malformed_refused(self):
+        self.assertRaises(UnsafeXMLError, fed, self.REPLY.replace(b"</data>", b"</date>"), range(5, 300, 5))
+
+    def test_truncated_refused(self):
+        self.assertRaises(UnsafeXMLError, fed, self.REPLY[:-5], [40, 80])
+
+    def test_entities_are_not_expanded(self):
+        self.assertRaises(UnsafeXMLError, fed, b"<a>" + b"x" * 40 + b"&undefined;</a>", [20, 30])

@@ -136,6 +136,9 @@ class NetconfClientProtocol(Protocol):
         algorithms); shared, not copied, and extended with what NETCONF learns.
     """
 
+    #: A message still incomplete after this many bytes is parsed as it arrives.
+    stream_after = _STREAM_AFTER
+
     def __init__(
         self,
         events: Optional[EventBus] = None,
@@ -224,7 +227,7 @@ class NetconfClientProtocol(Protocol):
             while self._state in ("hello", "ready", "closing"):
                 message = decoder.next_message()
                 if message is None:
-                    if self._stream is not None or decoder.partial_size >= _STREAM_AFTER:
+                    if self._stream is not None or decoder.partial_size >= self.stream_after:
                         self._stream_partial()
                     break
                 if self._stream is not None:
@@ -243,7 +246,7 @@ class NetconfClientProtocol(Protocol):
     def _stream_partial(self) -> None:
         """Feed what has arrived of a large message to its incremental parser."""
         if self._stream is None:
-            self._stream = xmlsafe.IncrementalParser()
+            self._stream = xmlsafe.IncrementalParser(prolog_window=self.stream_after)
         for piece in self._decoder.take_partial():
             self._stream.feed(piece)
 

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import failure
 
 from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
+from callhome_mux.ssh.receive_buffer import ReceiveBufferMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
 
 
@@ -37,7 +38,7 @@ class _NoDebugLogger(Logger):
 _NO_DEBUG = _NoDebugLogger(namespace="twisted.conch.ssh.transport")
 
 
-class CallHomeClientTransport(HybridKexClientMixin, transport.SSHClientTransport):
+class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transport.SSHClientTransport):
     """SSH client over a TCP connection the device opened."""
 
     #: True while a TCP read is being handled (see L{ChannelTransport.write}).
@@ -64,11 +65,11 @@ class CallHomeClientTransport(HybridKexClientMixin, transport.SSHClientTransport
     def dataReceived(self, data: bytes) -> None:
         self.owner.trafficSeen()
         if self.reading:  # re-entered: the outer call flushes
-            transport.SSHClientTransport.dataReceived(self, data)
+            super().dataReceived(data)
             return
         self.reading = True
         try:
-            transport.SSHClientTransport.dataReceived(self, data)
+            super().dataReceived(data)
         finally:
             self.reading = False
             self._flush_held_writes()
