@@ -43,8 +43,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from twisted.internet.interfaces import IHandshakeListener, IProtocol
-from twisted.internet.protocol import Factory, Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -57,6 +56,7 @@ from callhome_mux.tls.context import ConnectionCreator, client_context, server_c
 from callhome_mux.tls.identity import load_identity
 from callhome_mux.tls.keepalive import set_tcp_keepalive
 from callhome_mux.tls.settings import TLSSettings
+from callhome_mux.tls.transport import TLSTransportFactory
 from callhome_mux.tls.trust import TrustStore
 from callhome_mux.tls.verify import (
     PEER_IS_CLIENT,
@@ -122,6 +122,12 @@ class TLSHandler:
             ConnectionKind.TLS_SILENT: ConnectionCreator(client_context(settings, self.identity)),
             ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity)),
         }
+        # One TLS transport factory per role for every connection.  Its
+        # write coalescing runs on the real reactor (the default); our own
+        # timers use self.clock.
+        self._transports = {
+            kind: TLSTransportFactory(creator, kind is ConnectionKind.TLS_SILENT) for kind, creator in self._creators.items()
+        }
 
     def reloadTrust(self) -> None:
         """
@@ -151,22 +157,7 @@ class TLSHandler:
                 reason="not a TLS connection",
             )
             return None
-        callhome = TLSCallHome(self, connection)
-        is_client = connection.kind is ConnectionKind.TLS_SILENT
-        # The TLS layer's write coalescing runs on the real reactor (the
-        # default); our own timers use self.clock.
-        factory = TLSMemoryBIOFactory(self._creators[connection.kind], is_client, _Just(callhome))
-        return factory.buildProtocol(connection.peer)
-
-
-class _Just(Factory):
-    """A factory for exactly one, already built, protocol."""
-
-    def __init__(self, protocol: IProtocol):
-        self._protocol = protocol
-
-    def buildProtocol(self, addr) -> IProtocol:
-        return self._protocol
+        return self._transports[connection.kind].wrap(TLSCallHome(self, connection))
 
 
 @implementer(IHandshakeListener)
