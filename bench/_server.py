@@ -124,6 +124,18 @@ class _SyscallCounter:
                     self.times[counter] = self.times.get(counter, 0) + time.perf_counter() - t0
 
             setattr(tcp, name, counted)
+        protocol = tcp.protocol
+        original_received = protocol.dataReceived
+
+        def dataReceived(data):
+            t0 = time.perf_counter()
+            try:
+                return original_received(data)
+            finally:
+                self.times["handling"] = self.times.get("handling", 0) + time.perf_counter() - t0
+
+        protocol.dataReceived = dataReceived
+        self.protocol = protocol
         original_send = ssh.sendPacket
 
         def sendPacket(*args):
@@ -133,7 +145,8 @@ class _SyscallCounter:
         ssh.sendPacket = sendPacket
 
     def stop(self):
-        for obj, name in ((self.tcp, "doRead"), (self.tcp, "writeSomeData"), (self.ssh, "sendPacket")):
+        for obj, name in ((self.tcp, "doRead"), (self.tcp, "writeSomeData"), (self.ssh, "sendPacket"),
+                          (self.protocol, "dataReceived")):
             obj.__dict__.pop(name, None)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"reads": self.reads, "sends": self.sends, "packets_out": self.packets_out, "times": self.times,
@@ -213,12 +226,13 @@ class Commands:
 
         @defer.inlineCallbacks
         def run():
+            counts = _count_syscalls(session)
             before = process_stats()["cpu"]
             started = time.perf_counter()
             for _ in range(count):
                 yield session.rpc(b"<commit/>")
             elapsed = time.perf_counter() - started
-            return {"rpcs": count, "seconds": elapsed, "cpu": process_stats()["cpu"] - before}
+            return {"rpcs": count, "seconds": elapsed, "cpu": process_stats()["cpu"] - before, **counts.stop()}
 
         return run()
 

@@ -245,3 +245,26 @@ class PartialMessageTests(TestCase):
         decoder.feed(data)
         [piece] = decoder.take_partial()
         self.assertIs(piece, data)
+
+
+class WholeMessageInOneReadTests(TestCase):
+    """A one-chunk message entirely in one read is taken in one step, with every check still made."""
+
+    def test_taken_whole_with_the_rest_left(self):
+        decoder = chunked_decoder()
+        self.assertEqual(decoder.feed(b"\n#5\nhello\n##\n\n#2\nab"), [b"hello"])
+        self.assertEqual(decoder.feed(b"\n##\n"), [b"ab"])
+
+    def test_malformed_whole_messages_still_refused(self):
+        cases = [
+            (b"\n#05\nhello\n##\n", "leading zero", {}),
+            (b"\n#5\nhello\n#x\n", "not a decimal number", {}),
+            (b"\n#5\nhello\n##x", "malformed end-of-chunks", {}),
+            (b"\n#5\nhello\n##\n", "configured limit of 4", {"max_chunk_size": 4}),
+            (b"\n#5\nhello\n##\n", "exceeds the limit of 4", {"max_message_size": 4}),
+            (b"\n#3\nhello\n##\n", "chunk header", {}),
+        ]
+        for stream, words, options in cases:
+            decoder = chunked_decoder(**options)
+            error = self.assertRaises(FramingError, decoder.feed, stream)
+            self.assertIn(words, str(error), stream)

@@ -785,3 +785,24 @@ class DeadlineSweepTests(InMemoryMixin, TestCase):
         self.assertNoResult(retry)
         self.clock.advance(1)
         self.failureResultOf(retry, RPCTimeoutError)
+
+
+class ReplyErrorDetectionTests(ScriptedMixin, TestCase):
+    def test_prefixed_rpc_error_is_found(self):
+        self.start()
+        self.send_hello()
+        pending = self.successResultOf(self.ready).rpc(b"<commit/>")
+        body = (b'<rpc-reply xmlns:nc="' + BASE_NS.encode() + b'" message-id="1" xmlns="' + BASE_NS.encode() + b'">'
+                b"<nc:rpc-error><nc:error-type>rpc</nc:error-type><nc:error-tag>lock-denied</nc:error-tag>"
+                b"<nc:error-severity>error</nc:error-severity></nc:rpc-error></rpc-reply>")
+        self.client.dataReceived(encode_chunked(body))
+        self.assertEqual(self.failureResultOf(pending, RPCError).value.tag, "lock-denied")
+
+    def test_rpc_error_in_a_non_ascii_first_byte_document_is_found(self):
+        self.start()
+        self.send_hello()
+        pending = self.successResultOf(self.ready).rpc(b"<commit/>")
+        body = reply(b"1", b"<rpc-error><error-type>rpc</error-type><error-tag>in-use</error-tag>"
+                           b"<error-severity>error</error-severity></rpc-error>")
+        self.client.dataReceived(encode_chunked(body.decode().encode("utf-16")))
+        self.assertEqual(self.failureResultOf(pending, RPCError).value.tag, "in-use")

@@ -189,6 +189,10 @@ class FrameDecoder:
 
     def _next_chunked(self) -> Optional[bytes]:
         queue = self._input
+        if queue and not self._message_size:
+            message = self._whole_single_chunk()
+            if message is not None:
+                return message
         while True:
             if self._chunk_left:
                 if not queue:
@@ -225,6 +229,29 @@ class FrameDecoder:
                     f" (chunks so far announce {self._message_size})"
                 )
             self._chunk_left = size
+
+    def _whole_single_chunk(self) -> Optional[bytes]:
+        """
+        The usual small message -- one chunk and the end marker, all in the
+        first read -- taken in one step; None for anything else, which the
+        general path then decodes (and refuses, if it is malformed).
+        """
+        data = self._input[0]
+        offset = self._offset
+        if data[offset : offset + 2] != b"\n#":
+            return None
+        newline = data.find(b"\n", offset + 2, offset + _MAX_HEADER)
+        if newline < 0:
+            return None
+        digits = data[offset + 2 : newline]
+        if not digits.isdigit() or digits[0] == 0x30:  # bytes.isdigit: ASCII digits only
+            return None
+        size = int(digits)
+        end = newline + 1 + size
+        if size > self.max_chunk_size or size > self.max_message_size or data[end : end + 4] != b"\n##\n":
+            return None
+        self._consume(end + 4 - offset)
+        return data[newline + 1 : end]
 
     def _header_bytes(self) -> Tuple[bytes, int]:
         """The bytes a chunk header may span: the first read itself when it holds enough, else a short copy."""

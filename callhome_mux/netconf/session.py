@@ -281,13 +281,15 @@ class NetconfClientProtocol(Protocol):
             request = request.encode("utf-8")
         if isinstance(request, (bytes, bytearray)):
             body = bytes(request)
-            if body.lstrip().startswith(b"<?xml"):
+            if body[:1] != b"<" or body.startswith(b"<?xml"):
+                # Whitespace or an XML declaration first (rare): drop the declaration.
                 body = _XML_DECLARATION.sub(b"", body, count=1)
         else:
             body = etree.tostring(request)
         message_id = str(next(self._ids))
-        message = _RPC_OPEN + message_id.encode("ascii") + b'">' + body + b"</rpc>"
-        if not self._chunked and _EOM in message:
+        parts = (_RPC_OPEN, message_id.encode("ascii"), b'">', body, b"</rpc>")
+        # The delimiter cannot straddle body and wrapper (those end in '>' and start with '<').
+        if not self._chunked and _EOM in body:
             return defer.fail(ValueError("an RPC containing ']]>]]>' cannot be sent with base:1.0 framing"))
         if timeout is None:
             timeout = self.settings.rpc_timeout
@@ -303,14 +305,19 @@ class NetconfClientProtocol(Protocol):
                 self._sweep_at = deadline
         else:
             self._pending[message_id] = _Pending(deferred, request, None, None)
-        self._write(message)
+        self._write(parts)
         return deferred
 
-    def _write(self, message: bytes) -> None:
+    def _write(self, parts) -> None:
+        """Frame the message made of C{parts} (one copy of each) and write it, or hold it (see L{dataReceived})."""
         if self._chunked:
-            frame = encode_chunked(message, self.settings.send_chunk_size)
+            size = sum(map(len, parts))
+            if size <= self.settings.send_chunk_size:
+                frame = b"".join((b"\n#%d\n" % size, *parts, b"\n##\n"))
+            else:
+                frame = encode_chunked(b"".join(parts), self.settings.send_chunk_size)
         else:
-            frame = message + _EOM
+            frame = b"".join((*parts, _EOM))
         outgoing = self._outgoing
         if outgoing is None:
             self.transport.write(frame)
@@ -367,12 +374,14 @@ class NetconfClientProtocol(Protocol):
     # -- receiving --------------------------------------------------------
 
     def _message_received(self, message: bytes) -> None:
-        self._element_received(xmlsafe.parse(message))
+        # The text of a reply (UTF-8 or another ASCII-compatible encoding)
+        # holds the bytes "rpc-error" if it has an <rpc-error>: most have not.
+        self._element_received(xmlsafe.parse(message), message[:1] != b"<" or b"rpc-error" in message)
 
-    def _element_received(self, root) -> None:
+    def _element_received(self, root, may_have_errors: bool = True) -> None:
         tag = root.tag
         if tag == RPC_REPLY and self._state != "hello":
-            self._reply_received(root)
+            self._reply_received(root, may_have_errors)
         elif tag == NOTIFICATION_TAG and self._state != "hello":
             self._notification_received(root)
         elif tag == HELLO:
@@ -424,7 +433,7 @@ class NetconfClientProtocol(Protocol):
         for waiter in waiters:
             waiter.callback(self.session)
 
-    def _reply_received(self, reply) -> None:
+    def _reply_received(self, reply, may_have_errors: bool = True) -> None:
         message_id = reply.get("message-id")
         pending = self._pending.pop(message_id, None)
         if pending is None:
@@ -432,7 +441,7 @@ class NetconfClientProtocol(Protocol):
             return
         if not self._pending:
             self._cancel_sweep()
-        if reply.find(RPC_ERROR) is not None:
+        if may_have_errors and reply.find(RPC_ERROR) is not None:
             errors = [RPCErrorItem.from_element(element) for element in reply.iterfind(RPC_ERROR)]
             if any(error.severity != "warning" for error in errors):
                 pending.deferred.errback(RPCError(errors, reply, operation_name(pending.request)))
