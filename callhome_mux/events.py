@@ -63,32 +63,39 @@ class EventBus:
         An observer that raises is logged and does not stop the others or
         the caller: a broken dashboard must not break a device session.
         """
-        leaked = _SECRET_FIELDS.intersection(fields)
-        if leaked:
+        if not _SECRET_FIELDS.isdisjoint(fields):
+            leaked = _SECRET_FIELDS.intersection(fields)
             raise ValueError(f"secret field(s) {sorted(leaked)} must not be put in an event")
         now = self._clock.seconds() if self._clock is not None else time.time()
         record: Event = {"event": event, "time": now, **fields}
-        level = LogLevel.warn if event.endswith(_WARNING_SUFFIXES) else LogLevel.info
-        # The format names only the event and the fields every event may
-        # carry; the full record is attached as structured keys.  The log
-        # event is built here, as Logger.emit would build it, and handed to
-        # the logger's observer: Logger.emit first checks the level against
-        # LogLevel.iterconstants() (sorting the constants) on every call,
-        # which was a third of an event's cost (bench/classify.py).
         log = self._log
-        log.observer(
-            {
-                **record,
-                "_summary": _summarise(fields),
-                "log_logger": log,
-                "log_level": level,
-                "log_namespace": log.namespace,
-                "log_source": log.source,
-                "log_format": "{event} {_summary}",
-                "log_time": time.time(),
-            }
-        )
-        for observer in tuple(self._observers):
+        log_observer = log.observer
+        # A LogPublisher nobody listens to (no log configured) would drop
+        # the log event: then it is not built at all.
+        if getattr(log_observer, "_observers", True):
+            level = LogLevel.warn if event.endswith(_WARNING_SUFFIXES) else LogLevel.info
+            # The format names only the event and the fields every event may
+            # carry; the full record is attached as structured keys.  The log
+            # event is built here, as Logger.emit would build it, and handed to
+            # the logger's observer: Logger.emit first checks the level against
+            # LogLevel.iterconstants() (sorting the constants) on every call,
+            # which was a third of an event's cost (bench/classify.py).
+            log_observer(
+                {
+                    **record,
+                    "_summary": _summarise(fields),
+                    "log_logger": log,
+                    "log_level": level,
+                    "log_namespace": log.namespace,
+                    "log_source": log.source,
+                    "log_format": "{event} {_summary}",
+                    "log_time": time.time(),
+                }
+            )
+        observers = self._observers
+        if not observers:
+            return record
+        for observer in tuple(observers):
             try:
                 observer(record)
             except Exception:

@@ -83,6 +83,24 @@ HISTORY_ONLY = frozenset({"session.replaced", "ssh.keepalive.lost", "tls.protoco
 
 def state_for_event(name: str, reason: Any = None) -> Optional[Tuple[str, Optional[str]]]:
     """(state, failure reason) for event C{name} (with its C{reason} field), or C{None}."""
+    if name in _REFINED:
+        return _state_for_event(name, reason)
+    # Every event goes through here: the answer for a name is found once
+    # (bounded: event names are few, but they come from other layers).
+    found = _BY_NAME.get(name, _MISSING)
+    if found is _MISSING:
+        found = _state_for_event(name, None)
+        if len(_BY_NAME) < 4096:
+            _BY_NAME[name] = found
+    return found
+
+
+_REFINED = frozenset(name for name, _ in REASON_REFINEMENTS)
+_BY_NAME: Dict[str, Optional[Tuple[str, Optional[str]]]] = {}
+_MISSING = object()
+
+
+def _state_for_event(name: str, reason: Any) -> Optional[Tuple[str, Optional[str]]]:
     if name.startswith("inventory."):
         return None  # our own events: never feed them back
     found = EVENT_STATES.get(name)
@@ -115,7 +133,18 @@ class DeviceState:
 
     def moved(self, state: str, reason: Optional[str], now: float, **changes: Any) -> "DeviceState":
         since = self.since if state == self.state and reason == self.reason else now
-        return replace(self, state=state, reason=reason, since=since, **changes)
+        # The constructor directly: dataclasses.replace introspects the
+        # fields on every call, and this runs for every state change.
+        return DeviceState(
+            self.device_id,
+            state,
+            reason,
+            since,
+            changes.get("last_seen", self.last_seen),
+            changes.get("last_address", self.last_address),
+            changes.get("transport", self.transport),
+            changes.get("details", self.details),
+        )
 
     def fields(self) -> Dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ reply in, one Deferred fired) emits no events and formats no strings.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import re
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
@@ -25,6 +26,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from callhome_mux.events import EventBus
+from callhome_mux.netconf import hello as hello_templates
 from callhome_mux.netconf import xmlsafe
 from callhome_mux.netconf.errors import (
     HelloTimeoutError,
@@ -55,6 +57,7 @@ _RPC_OPEN = b'<rpc xmlns="' + BASE_NS.encode() + b'" message-id="'
 _XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 _OPERATION_NAME = re.compile(rb"\s*<(?:[\w.-]+:)?([\w.-]+)")
 _EOM = b"]]>]]>"
+_CAPABILITY_PATH = f"{{{BASE_NS}}}capabilities/{{{BASE_NS}}}capability"
 # How many timed-out or cancelled message-ids we remember, so that a late
 # reply is recognised rather than reported as a protocol error.
 _ABANDONED_MEMORY = 4096
@@ -93,6 +96,12 @@ def hello_message(capabilities, session_id: Optional[int] = None) -> bytes:
     if session_id is not None:
         etree.SubElement(hello, qn("session-id")).text = str(session_id)
     return etree.tostring(hello, xml_declaration=True, encoding="UTF-8")
+
+
+@functools.lru_cache(maxsize=16)
+def _our_hello(capabilities: tuple) -> bytes:
+    """Our framed <hello>: the same bytes for every session with these capabilities, built once."""
+    return encode_eom(hello_message(capabilities))
 
 
 def operation_name(request) -> str:
@@ -211,7 +220,7 @@ class NetconfClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._state = "hello"
-        self.transport.write(encode_eom(hello_message(self.settings.capabilities)))
+        self.transport.write(_our_hello(self.settings.capabilities))
         self._hello_timer = self.clock.callLater(self.settings.hello_timeout, self._hello_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
@@ -374,6 +383,9 @@ class NetconfClientProtocol(Protocol):
     # -- receiving --------------------------------------------------------
 
     def _message_received(self, message: bytes) -> None:
+        if self._state == "hello":
+            self._hello_message_received(message)
+            return
         # The text of a reply (UTF-8 or another ASCII-compatible encoding)
         # holds the bytes "rpc-error" if it has an <rpc-error>: most have not.
         self._element_received(xmlsafe.parse(message), message[:1] != b"<" or b"rpc-error" in message)
@@ -397,11 +409,25 @@ class NetconfClientProtocol(Protocol):
                 fatal=False,
             )
 
-    def _hello_received(self, hello) -> None:
+    def _hello_message_received(self, message: bytes) -> None:
+        # Another device of a model seen before: the same <hello> but for
+        # the session-id digits (see callhome_mux.netconf.hello).
+        seen = hello_templates.known(message)
+        if seen is not None and 1 <= seen[0] <= _MAX_SESSION_ID:
+            session_id, (capabilities, uris) = seen
+            self._hello_accepted(session_id, capabilities, uris)
+            return
+        root = xmlsafe.parse(message)
+        if root.tag != HELLO:
+            self._element_received(root)  # refused there: not a <hello>
+            return
+        self._hello_received(root, message)
+
+    def _hello_received(self, hello, message: Optional[bytes] = None) -> None:
         capabilities = frozenset(
-            element.text.strip()
-            for element in hello.iterfind(f"{{{BASE_NS}}}capabilities/{{{BASE_NS}}}capability")
-            if element.text and element.text.strip()
+            text.strip()
+            for text in (element.text for element in hello.iterfind(_CAPABILITY_PATH))
+            if text and not text.isspace()
         )
         text = hello.findtext(qn("session-id"))
         text = text.strip() if text else ""
@@ -410,6 +436,12 @@ class NetconfClientProtocol(Protocol):
                 f"the device's <hello> has no valid <session-id> (got {text!r}; RFC 6241 §8.1 requires one)"
             )
         capabilities, uris = _shared_capabilities(capabilities)
+        session_id = int(text)
+        self._hello_accepted(session_id, capabilities, uris)
+        if message is not None and self._state == "ready":
+            hello_templates.remember(message, session_id, (capabilities, uris))
+
+    def _hello_accepted(self, session_id: int, capabilities: frozenset, uris: frozenset) -> None:
         ours = self.settings.capabilities
         if BASE_1_1 in uris and BASE_1_1 in ours:
             base = "1.1"
@@ -424,7 +456,6 @@ class NetconfClientProtocol(Protocol):
         if base == "1.1":
             self._chunked = True
             self._decoder.switch_to_chunked()
-        session_id = int(text)
         self._state = "ready"
         self.session = NetconfSession(self, session_id, capabilities, uris, base)
         self.details.update(session_id=session_id, netconf_base=base, capability_count=len(capabilities))

@@ -17,10 +17,12 @@ import functools
 import hashlib
 import hmac
 import os
+import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from twisted.conch.ssh import keys
+from twisted.conch.ssh.common import getNS
 from twisted.internet import defer
 
 from callhome_mux.inventory.model import Device, DeviceDirectory, ssh_fingerprint
@@ -45,7 +47,15 @@ class PresentedHostKey:
 
     @functools.cached_property
     def algorithm(self) -> str:
-        return keys.Key.fromString(self.blob).sshType().decode("ascii")
+        # The blob starts with its key type (RFC 4253 §6.6), which is what
+        # Key.sshType() gives: read it there instead of parsing the whole
+        # key (~30 us per connection in a storm).  conch parses the key
+        # anyway to check the exchange signature.
+        try:
+            name, _ = getNS(self.blob)
+            return name.decode("ascii")
+        except (ValueError, UnicodeDecodeError, struct.error):
+            return keys.Key.fromString(self.blob).sshType().decode("ascii")
 
     @functools.cached_property
     def openssh_line(self) -> str:

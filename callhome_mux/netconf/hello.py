@@ -1,0 +1,81 @@
+"""
+The <hello> documents devices send, remembered so that the next device of
+the same model costs a dictionary lookup instead of an XML parse.
+
+Devices of one model send the same <hello> byte for byte, except for the
+digits of their <session-id>: parsing it with lxml and collecting ~70
+capabilities cost ~150 us per session under a call-home storm
+(bench/storm.py --cpu-of), more than anything else we do per session.
+
+A hello we parsed and accepted becomes a template: its bytes with the
+session-id digits taken out.  A later hello that equals a template except
+for those digits is the same document with another number, so it is
+well-formed and has the same capabilities; only the number is read.  That
+holds only if those digits really are the text of the one <session-id>
+element: the template is made only when "session-id" occurs exactly twice
+in the bytes (the element's start and end tags, matched by the pattern),
+and the digits match the session-id the parse found.  Anything else (a
+comment or CDATA naming session-id, whitespace, another spelling) is
+simply never a template, and such hellos are parsed every time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Optional, Tuple
+
+_SESSION_ID = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?)session-id>([0-9]{1,10})</\1session-id>")
+
+#: Templates kept, and the largest hello kept as one (bytes).
+MAX_TEMPLATES = 256
+MAX_TEMPLATE_SIZE = 256 * 1024
+
+_templates: Dict[Tuple[bytes, bytes], Any] = {}
+
+
+def _split(message: bytes) -> Optional[Tuple[Tuple[bytes, bytes], int]]:
+    # Exactly two occurrences of "session-id" (found with bytes.find, much
+    # cheaper than a regular expression over the whole hello), and they
+    # are the tags of <session-id>digits</session-id>.
+    first = message.find(b"session-id")
+    if first < 0:
+        return None
+    second = message.find(b"session-id", first + 10)
+    if second < 0 or message.find(b"session-id", second + 10) >= 0:
+        return None
+    start = message.rfind(b"<", 0, first)
+    match = _SESSION_ID.match(message, start) if start >= 0 else None
+    if match is None:
+        return None
+    return (message[: match.start(2)], message[match.end(2):]), int(match.group(2))
+
+
+def known(message: bytes) -> Optional[Tuple[int, Any]]:
+    """C{(session_id, what the template's parse gave)} if C{message} matches a template, else C{None}."""
+    if not _templates or len(message) > MAX_TEMPLATE_SIZE:
+        return None
+    split = _split(message)
+    if split is None:
+        return None
+    key, session_id = split
+    value = _templates.get(key)
+    if value is None:
+        return None
+    return session_id, value
+
+
+def remember(message: bytes, session_id: int, value: Any) -> None:
+    """Make C{message}, whose parse was accepted with C{session_id}, a template giving C{value}."""
+    if len(message) > MAX_TEMPLATE_SIZE:
+        return
+    split = _split(message)
+    if split is None or split[1] != session_id:
+        return
+    if len(_templates) >= MAX_TEMPLATES:
+        _templates.clear()
+    _templates[split[0]] = value
+
+
+def forget_all() -> None:
+    """Drop every template (tests)."""
+    _templates.clear()

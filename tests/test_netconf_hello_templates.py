@@ -1,0 +1,92 @@
+"""
+The device's <hello>: a hello equal to one read before, but for the
+session-id digits, is taken without an XML parse; anything else is parsed.
+"""
+
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.events import EventBus
+from callhome_mux.netconf import hello as hello_templates
+from callhome_mux.netconf import session as session_module
+from callhome_mux.netconf.framing import encode_eom
+from callhome_mux.netconf.namespaces import BASE_1_0, BASE_1_1
+from callhome_mux.netconf.session import NetconfClientProtocol, hello_message
+
+CAPABILITIES = (BASE_1_0, BASE_1_1, "urn:example:yang:a?module=a&revision=2024-01-01", "urn:example:b")
+
+
+class HelloTemplateTests(TestCase):
+    def setUp(self):
+        hello_templates.forget_all()
+        self.addCleanup(hello_templates.forget_all)
+        self.parsed = []
+        original = session_module.xmlsafe.parse
+
+        def counting_parse(data, *args, **kwargs):
+            self.parsed.append(data)
+            return original(data, *args, **kwargs)
+
+        self.patch(session_module.xmlsafe, "parse", counting_parse)
+
+    def client_receiving(self, message: bytes):
+        """A fresh client protocol fed C{message} as the device's hello; returns it."""
+        clock = task.Clock()
+        self.events = []
+        bus = EventBus(clock=clock)
+        bus.addObserver(self.events.append)
+        client = NetconfClientProtocol(bus, clock=clock, device_id="dev", connection_id="c")
+        client.makeConnection(StringTransport())
+        client.dataReceived(encode_eom(message))
+        return client
+
+    def test_a_second_device_of_the_same_model_is_not_parsed(self):
+        first = self.client_receiving(hello_message(CAPABILITIES, 41))
+        second = self.client_receiving(hello_message(CAPABILITIES, 4294967295))
+        self.assertEqual(len(self.parsed), 1)
+        self.assertEqual(second.state, "ready")
+        self.assertEqual(second.session.session_id, 4294967295)
+        self.assertEqual(second.session.base, "1.1")
+        self.assertIs(second.session.capabilities, first.session.capabilities)
+        self.assertTrue(second.session.has_capability("urn:example:yang:a"))
+        self.assertEqual(second.details["capability_count"], 4)
+
+    def test_other_capabilities_are_parsed(self):
+        self.client_receiving(hello_message(CAPABILITIES, 41))
+        other = self.client_receiving(hello_message(CAPABILITIES[:2], 42))
+        self.assertEqual(len(self.parsed), 2)
+        self.assertEqual(other.session.capabilities, frozenset(CAPABILITIES[:2]))
+
+    def test_an_invalid_session_id_in_a_known_hello_is_refused(self):
+        self.client_receiving(hello_message(CAPABILITIES, 41))
+        for bad in (0, 4294967296):
+            client = self.client_receiving(hello_message(CAPABILITIES, bad))
+            self.assertTrue(client.transport.disconnecting)
+            self.assertIsNone(client.session)
+            [error] = [e for e in self.events if e["event"] == "netconf.protocol.error"]
+            self.assertIn("session-id", error["reason"])
+
+    def test_a_broken_variant_of_a_known_hello_is_parsed_and_refused(self):
+        good = hello_message(CAPABILITIES, 41)
+        self.client_receiving(good)
+        broken = good.replace(b"</hello>", b"</hell>")
+        client = self.client_receiving(broken)
+        self.assertEqual(len(self.parsed), 2)
+        self.assertIsNone(client.session)
+        [error] = [e for e in self.events if e["event"] == "netconf.protocol.error"]
+        self.assertTrue(error["fatal"])
+
+    def test_a_hello_naming_session_id_elsewhere_never_becomes_a_template(self):
+        tricky = hello_message(CAPABILITIES, 41).replace(b"<capabilities>", b"<capabilities><!-- session-id -->")
+        for _ in range(2):
+            client = self.client_receiving(tricky)
+            self.assertEqual(client.session.session_id, 41)
+        self.assertEqual(len(self.parsed), 2)
+
+    def test_a_session_id_with_spaces_is_read_but_never_a_template(self):
+        spaced = hello_message(CAPABILITIES, 41).replace(b">41<", b"> 41 <")
+        for _ in range(2):
+            client = self.client_receiving(spaced)
+            self.assertEqual(client.session.session_id, 41)
+        self.assertEqual(len(self.parsed), 2)
