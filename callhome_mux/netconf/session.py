@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from callhome_mux.events import EventBus
 from callhome_mux.netconf import hello as hello_templates
-from callhome_mux.netconf import xmlsafe
+from callhome_mux.netconf import parse_stream, xmlsafe
 from callhome_mux.netconf.errors import (
     HelloTimeoutError,
     NetconfProtocolError,
@@ -143,6 +143,9 @@ class NetconfClientProtocol(Protocol):
         it may also set C{device_id} later, before the session is registered.
     @param details: the dict the transport layer fills (transport, peer,
         algorithms); shared, not copied, and extended with what NETCONF learns.
+    @param parse_threads: a reactor (C{IReactorThreads}) to parse large
+        messages in a worker thread while they arrive (see
+        L{callhome_mux.netconf.parse_stream}); None: in the reactor thread.
     """
 
     #: A message still incomplete after this many bytes is parsed as it arrives.
@@ -156,6 +159,7 @@ class NetconfClientProtocol(Protocol):
         device_id: str = "",
         connection_id: Optional[str] = None,
         details: Optional[Dict[str, Any]] = None,
+        parse_threads=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -177,8 +181,12 @@ class NetconfClientProtocol(Protocol):
         self._sweep_at = 0.0
         # While a read is handled: frames written meanwhile, sent together after it.
         self._outgoing: Optional[List[bytes]] = None
-        # The parser of a large message that is being parsed as it arrives.
-        self._stream: Optional[xmlsafe.IncrementalParser] = None
+        # The parser of a large message that is being parsed as it arrives,
+        # and whether we wait for it to finish (messages after it wait too).
+        self._parse_threads = parse_threads
+        self._stream = None
+        self._stream_finishing = False
+        self._processing = False
         self._ids = itertools.count(1)
         self._pending: Dict[str, _Pending] = {}
         self._abandoned: Set[str] = set()
@@ -226,14 +234,25 @@ class NetconfClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._state not in ("hello", "ready", "closing"):
             return
+        try:
+            self._decoder.push(data)
+        except NetconfProtocolError as error:
+            self._fail_session(str(error))
+            return
+        self._process()
+
+    def _process(self) -> None:
+        """Handle every complete message buffered (unless a streamed one is still being parsed)."""
+        if self._stream_finishing or self._processing:
+            return
         outermost = self._outgoing is None
         if outermost:
             # RPCs sent by the callbacks of these replies go out together.
             self._outgoing = []
         decoder = self._decoder
+        self._processing = True
         try:
-            decoder.push(data)
-            while self._state in ("hello", "ready", "closing"):
+            while self._state in ("hello", "ready", "closing") and not self._stream_finishing:
                 message = decoder.next_message()
                 if message is None:
                     if self._stream is not None or decoder.partial_size >= self.stream_after:
@@ -241,23 +260,52 @@ class NetconfClientProtocol(Protocol):
                     break
                 if self._stream is not None:
                     stream, self._stream = self._stream, None
-                    stream.feed(message)
-                    self._element_received(stream.close())
+                    self._stream_finishing = True
+                    stream.finish(message).addCallbacks(self._stream_parsed, self._stream_failed)
                 else:
                     self._message_received(message)
         except NetconfProtocolError as error:
-            self._stream = None
+            self._abandon_stream()
             self._fail_session(str(error))
         finally:
+            self._processing = False
             if outermost:
                 self._flush_outgoing()
 
     def _stream_partial(self) -> None:
         """Feed what has arrived of a large message to its incremental parser."""
         if self._stream is None:
-            self._stream = xmlsafe.IncrementalParser(prolog_window=self.stream_after)
+            if self._parse_threads is not None:
+                self._stream = parse_stream.ThreadedStream(self._parse_threads, self.stream_after)
+            else:
+                self._stream = parse_stream.InlineStream(self.stream_after)
         for piece in self._decoder.take_partial():
             self._stream.feed(piece)
+
+    def _stream_parsed(self, root) -> None:
+        self._stream_finishing = False
+        if self._state not in ("hello", "ready", "closing"):
+            return
+        try:
+            self._element_received(root)
+        except NetconfProtocolError as error:
+            self._fail_session(str(error))
+            return
+        self._process()  # the messages that came after it (a no-op when called from _process)
+
+    def _stream_failed(self, failure: Failure) -> None:
+        self._stream_finishing = False
+        if self._state not in ("hello", "ready", "closing"):
+            return
+        if failure.check(NetconfProtocolError):
+            self._fail_session(str(failure.value))
+        else:
+            self._fail_session(f"unexpected error parsing a message: {failure.value!r}")
+
+    def _abandon_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abandon()
 
     def connectionLost(self, reason: Failure = None) -> None:
         if self._state == "lost":
@@ -266,6 +314,7 @@ class NetconfClientProtocol(Protocol):
         clean = self._state == "closing"
         self._state = "lost"
         self._cancel_hello_timer()
+        self._abandon_stream()
         why = self._end_reason or _describe_failure(reason)
         self._lost_reason = why
         self._fail_everything(why)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
 
 from callhome_mux.netconf.session import NetconfClientProtocol
 
@@ -31,6 +32,9 @@ def start_client(transport, device_id: str, connection_id: str, details: Dict[st
         device_id=device_id,
         connection_id=connection_id,
         details=details,
+        # Large replies are parsed in a worker thread while they arrive,
+        # when the clock is a real reactor (tests' task.Clock: inline).
+        parse_threads=clock if IReactorThreads.providedBy(clock) else None,
     )
     protocol.makeConnection(transport)
     return protocol, protocol.whenReady()

@@ -1,0 +1,144 @@
+"""
+Where a large message is parsed while it arrives: in the reactor thread, or
+in one worker thread so that parsing overlaps receiving and decrypting.
+
+Both kinds take the message's pieces in order (C{feed}) and give its root
+element through a Deferred (C{finish}); both use
+L{xmlsafe.IncrementalParser}, so both accept and refuse exactly what
+L{xmlsafe.parse} does.
+
+L{ThreadedStream} hands the pieces to L{ParseWorker}: one daemon thread for
+the whole process, fed through a FIFO queue, so the pieces of one message
+are parsed in order and messages of different sessions one after the
+other.  libxml2 runs without the GIL, so the reactor keeps receiving (on
+the other core) meanwhile.  The tree is built in the worker and handed to
+the reactor thread when complete; lxml trees may move between threads when
+only one uses them at a time.  The thread is a daemon: a message still
+arriving at shutdown never holds the process.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Optional
+
+from twisted.internet import defer
+
+from callhome_mux.netconf import xmlsafe
+
+__all__ = ["InlineStream", "ThreadedStream", "ParseWorker"]
+
+
+class InlineStream:
+    """Parse in the caller's thread: a malformed piece is refused at once."""
+
+    def __init__(self, prolog_window: int):
+        self._parser = xmlsafe.IncrementalParser(prolog_window)
+
+    def feed(self, data: bytes) -> None:
+        self._parser.feed(data)
+
+    def finish(self, last: bytes) -> defer.Deferred:
+        try:
+            self._parser.feed(last)
+            return defer.succeed(self._parser.close())
+        except Exception:
+            return defer.fail()
+
+    def abandon(self) -> None:
+        self._parser = None
+
+
+class ParseWorker:
+    """One daemon thread running submitted calls in order."""
+
+    def __init__(self, name: str = "callhome-mux-xml-parse"):
+        self._name = name
+        self._jobs: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    def submit(self, function, *args) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+        self._jobs.put((function, args))
+
+    def _run(self) -> None:
+        while True:
+            function, args = self._jobs.get()
+            function(*args)  # the jobs below catch their own errors
+
+
+#: The process's parse worker (started on first use).
+WORKER = ParseWorker()
+
+
+class ThreadedStream:
+    """
+    Parse in L{ParseWorker}'s thread; C{finish} fires in the reactor thread
+    (C{reactor.callFromThread}).  A malformed piece is noticed by the worker
+    and reported when the message is complete.
+    """
+
+    def __init__(self, reactor, prolog_window: int, worker: ParseWorker = WORKER):
+        self._reactor = reactor
+        self._worker = worker
+        self._window = prolog_window
+        # Worker-thread state: the parser is made and used only there.
+        self._parser: Optional[xmlsafe.IncrementalParser] = None
+        self._error: Optional[BaseException] = None
+        self._abandoned = False
+        self._done = defer.Deferred()
+
+    def feed(self, data: bytes) -> None:
+        self._worker.submit(self._feed, data)
+
+    def finish(self, last: bytes) -> defer.Deferred:
+        self._worker.submit(self._finish, last)
+        return self._done
+
+    def abandon(self) -> None:
+        """The session is gone: drop the parser in the worker, report nothing."""
+        self._worker.submit(self._abandon)
+
+    # -- in the worker thread ---------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if self._error is not None or self._abandoned:
+            return
+        try:
+            if self._parser is None:
+                self._parser = xmlsafe.IncrementalParser(self._window)
+            self._parser.feed(data)
+        except BaseException as error:
+            self._error = error
+            self._parser = None
+
+    def _finish(self, last: bytes) -> None:
+        self._feed(last)
+        if self._abandoned:
+            return
+        result = self._error
+        if result is None:
+            try:
+                result = (self._parser or xmlsafe.IncrementalParser(self._window)).close()
+            except BaseException as error:
+                result = error
+        self._parser = None
+        self._reactor.callFromThread(self._report, result)
+
+    def _abandon(self) -> None:
+        self._abandoned = True
+        self._parser = None
+
+    # -- back in the reactor thread -----------------------------------------
+
+    def _report(self, result) -> None:
+        if isinstance(result, BaseException):
+            self._done.errback(result)
+        else:
+            self._done.callback(result)
