@@ -18,6 +18,7 @@ from typing import Dict, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from service_identity.cryptography import extract_patterns
 
@@ -31,25 +32,39 @@ _ROLE_USAGE = {PEER_IS_CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH, PEER_IS_SERVER: 
 
 
 class CertificateFacts:
-    """One certificate and what the checks ask of it (each answer computed at most once)."""
+    """
+    One certificate and what the checks ask of it (each answer computed at most once).
 
-    __slots__ = ("certificate", "fingerprint", "subject", "not_before", "not_after", "_usage", "_names", "_patterns")
+    The facts are read from a throwaway parse of the DER form: a
+    C{cryptography} certificate keeps everything read from it (its parsed
+    extensions alone are ~2 KiB), and the certificate handed on
+    (L{certificate}: the verified chain, an unknown-device policy) is a
+    separate, lean object.
+    """
 
-    def __init__(self, certificate: x509.Certificate, fingerprint: str):
-        self.certificate = certificate
+    __slots__ = ("der", "fingerprint", "subject", "not_before", "not_after", "_usage", "_names", "_patterns", "_certificate")
+
+    def __init__(self, der: bytes, fingerprint: str):
+        parsed = x509.load_der_x509_certificate(der)
+        self.der = der
         #: C{sha256:hex} of the DER form, as in L{callhome_mux.tls.identity.fingerprint_of}.
         self.fingerprint = fingerprint
-        self.subject = certificate.subject.rfc4514_string()
-        self.not_before = certificate.not_valid_before_utc
-        self.not_after = certificate.not_valid_after_utc
-        self._usage: Dict[str, Optional[str]] = {}
+        self.subject = parsed.subject.rfc4514_string()
+        self.not_before = parsed.not_valid_before_utc
+        self.not_after = parsed.not_valid_after_utc
+        self._usage: Dict[str, Optional[str]] = {role: _usage_problem(parsed, role) for role in _ROLE_USAGE}
         self._names: Dict[str, Optional[str]] = {}
         self._patterns = None
+        self._certificate: Optional[x509.Certificate] = None
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        if self._certificate is None:
+            self._certificate = x509.load_der_x509_certificate(self.der)
+        return self._certificate
 
     def usage_problem(self, peer_role: str) -> Optional[str]:
         """Why the key usages forbid the TLS role C{peer_role}, or C{None} when they allow it."""
-        if peer_role not in self._usage:
-            self._usage[peer_role] = _usage_problem(self.certificate, peer_role)
         return self._usage[peer_role]
 
     def name(self, rule) -> Optional[str]:
@@ -57,13 +72,13 @@ class CertificateFacts:
         if rule.map_type == "specified":
             return rule.name
         if rule.map_type not in self._names:
-            self._names[rule.map_type] = name_for(rule, self.certificate)
+            self._names[rule.map_type] = name_for(rule, x509.load_der_x509_certificate(self.der))
         return self._names[rule.map_type]
 
     def patterns(self):
         """The certificate's service_identity patterns (its SANs)."""
         if self._patterns is None:
-            self._patterns = extract_patterns(self.certificate)
+            self._patterns = extract_patterns(x509.load_der_x509_certificate(self.der))
         return self._patterns
 
 
@@ -99,14 +114,14 @@ class FactsCache:
         fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
         facts = self._lookup(fingerprint)
         if facts is None:
-            facts = self._add(CertificateFacts(x509.load_der_x509_certificate(der), fingerprint))
+            facts = self._add(CertificateFacts(der, fingerprint))
         return facts
 
     def for_certificate(self, certificate: x509.Certificate) -> CertificateFacts:
         fingerprint = "sha256:" + certificate.fingerprint(hashes.SHA256()).hex()
         facts = self._lookup(fingerprint)
         if facts is None:
-            facts = self._add(CertificateFacts(certificate, fingerprint))
+            facts = self._add(CertificateFacts(certificate.public_bytes(Encoding.DER), fingerprint))
         return facts
 
     def _lookup(self, fingerprint: str) -> Optional[CertificateFacts]:
