@@ -93,7 +93,12 @@ def _san_text(general_name) -> str:
 
 
 def _attribute(certificate: x509.Certificate, oid) -> Optional[str]:
-    values = certificate.subject.get_attributes_for_oid(oid)
+    return attribute_of(certificate.subject, oid)
+
+
+def attribute_of(name: x509.Name, oid) -> Optional[str]:
+    """The first value of attribute C{oid} in C{name} (a subject), as text, or C{None}."""
+    values = name.get_attributes_for_oid(oid)
     if not values:
         return None
     value = values[0].value

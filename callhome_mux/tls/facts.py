@@ -19,10 +19,10 @@ from typing import Dict, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from service_identity.cryptography import extract_patterns
 
-from callhome_mux.tls.certname import name_for
+from callhome_mux.tls.certname import attribute_of, name_for
 
 #: The role the device played in the TLS handshake.
 PEER_IS_CLIENT = "client"  # it sent the ClientHello
@@ -46,14 +46,19 @@ class CertificateFacts:
 
     def __init__(self, der: bytes, fingerprint: str):
         parsed = x509.load_der_x509_certificate(der)
+        subject = parsed.subject
         self.der = der
         #: C{sha256:hex} of the DER form, as in L{callhome_mux.tls.identity.fingerprint_of}.
         self.fingerprint = fingerprint
-        self.subject = parsed.subject.rfc4514_string()
+        self.subject = subject.rfc4514_string()
         self.not_before = parsed.not_valid_before_utc
         self.not_after = parsed.not_valid_after_utc
         self._usage: Dict[str, Optional[str]] = {role: _usage_problem(parsed, role) for role in _ROLE_USAGE}
-        self._names: Dict[str, Optional[str]] = {}
+        # The subject is parsed already: its cert-to-name names cost nothing more.
+        self._names: Dict[str, Optional[str]] = {
+            "common-name": attribute_of(subject, NameOID.COMMON_NAME),
+            "serial-number": attribute_of(subject, NameOID.SERIAL_NUMBER),
+        }
         self._patterns = None
         self._certificate: Optional[x509.Certificate] = None
 
