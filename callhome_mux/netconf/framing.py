@@ -159,6 +159,10 @@ class FrameDecoder:
             raise self._broken
         try:
             if self.chunked:
+                if self._input and not self._message_size:
+                    message = self._whole_single_chunk()
+                    if message is not None:
+                        return message
                 return self._next_chunked()
             return self._next_eom()
         except FramingError as error:
@@ -189,10 +193,6 @@ class FrameDecoder:
 
     def _next_chunked(self) -> Optional[bytes]:
         queue = self._input
-        if queue and not self._message_size:
-            message = self._whole_single_chunk()
-            if message is not None:
-                return message
         while True:
             if self._chunk_left:
                 if not queue:
@@ -238,7 +238,7 @@ class FrameDecoder:
         """
         data = self._input[0]
         offset = self._offset
-        if data[offset : offset + 2] != b"\n#":
+        if not data.startswith(b"\n#", offset):
             return None
         newline = data.find(b"\n", offset + 2, offset + _MAX_HEADER)
         if newline < 0:
@@ -248,9 +248,14 @@ class FrameDecoder:
             return None
         size = int(digits)
         end = newline + 1 + size
-        if size > self.max_chunk_size or size > self.max_message_size or data[end : end + 4] != b"\n##\n":
+        if size > self.max_chunk_size or size > self.max_message_size or not data.startswith(b"\n##\n", end):
             return None
-        self._consume(end + 4 - offset)
+        self._input_size -= end + 4 - offset
+        if end + 4 == len(data):
+            self._input.popleft()
+            self._offset = 0
+        else:
+            self._offset = end + 4
         return data[newline + 1 : end]
 
     def _header_bytes(self) -> Tuple[bytes, int]:
