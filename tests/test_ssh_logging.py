@@ -40,3 +40,57 @@ class ConchDebugLogTests(unittest.TestCase):
     def test_kept_when_asked_for(self):
         events = yield self.conch_debug_events(SSHSettings(conch_debug_log=True))
         self.assertTrue(events)
+
+
+class QuietLoggerTests(unittest.TestCase):
+    """conch's lines through QuietLogger: debug dropped, the rest kept, nothing built for nobody."""
+
+    def test_info_kept_debug_dropped(self):
+        from twisted.logger import LogPublisher
+
+        from callhome_mux.ssh.conch_log import QuietLogger
+
+        seen = []
+        publisher = LogPublisher(seen.append)
+        log = QuietLogger(namespace="twisted.conch.ssh.connection", observer=publisher)
+        log.debug("sending request {requestType}", requestType=b"subsystem")
+        log.info("opening channel {id}", id=0)
+        log.error("too much data")
+        self.assertEqual([(e["log_level"], e["log_format"]) for e in seen],
+                         [(LogLevel.info, "opening channel {id}"), (LogLevel.error, "too much data")])
+        self.assertEqual(seen[0]["id"], 0)
+        self.assertEqual(seen[0]["log_namespace"], "twisted.conch.ssh.connection")
+
+    def test_nothing_built_without_observers(self):
+        from twisted.logger import LogPublisher
+
+        from callhome_mux.ssh.conch_log import QuietLogger
+
+        built = []
+
+        class RecordingPublisher(LogPublisher):
+            def __call__(self, event):
+                built.append(event)
+                LogPublisher.__call__(self, event)
+
+        publisher = RecordingPublisher()
+        QuietLogger(namespace="x", observer=publisher).info("opening channel")
+        self.assertEqual(built, [])
+        publisher.addObserver(lambda event: None)
+        QuietLogger(namespace="x", observer=publisher).info("opening channel")
+        self.assertEqual([e["log_format"] for e in built], ["opening channel"])
+
+    @defer.inlineCallbacks
+    def test_channel_open_still_logged_by_default(self):
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        device = SSHCallHomeDevice(password="pw")
+        manager = yield Manager(self, [device_entry(device, password="pw")], settings=SSHSettings()).start()
+        yield manager.callHome(device)
+        yield manager.registry.whenConnected("r1")
+        opened = [e for e in seen if e.get("log_namespace") == "twisted.conch.ssh.connection"
+                  and e.get("log_level") is LogLevel.info]
+        self.assertTrue(opened)
+        self.assertFalse([e for e in seen if e.get("log_namespace", "").startswith("twisted.conch.ssh.")
+                          and e.get("log_level") is LogLevel.debug and e.get("log_source") is None])

@@ -22,7 +22,13 @@ from callhome_mux.events import EventBus
 from callhome_mux.inventory.model import Credentials, Device
 from callhome_mux.sessions import SessionRegistry
 from callhome_mux.ssh import netconf_link
-from callhome_mux.ssh.client import CallHomeClientTransport, CallHomeConnection, ChannelTransport, NetconfChannel
+from callhome_mux.ssh.client import (
+    CallHomeClientTransport,
+    CallHomeConnection,
+    ChannelTransport,
+    NetconfChannel,
+    keep_conch_log,
+)
 from callhome_mux.ssh.keepalive import KeepaliveMonitor
 from callhome_mux.ssh.preamble import preamble_problem
 from callhome_mux.ssh.settings import SSHSettings
@@ -85,7 +91,8 @@ class SSHCallHome:
     # -- reporting -----------------------------------------------------------
 
     def _emit(self, event: str, **fields) -> None:
-        base = {"connection_id": self.connection.connection_id, "peer": self.connection.peer_text}
+        # The peer as text was written into the details once.
+        base = {"connection_id": self.connection.connection_id, "peer": self.details["peer"]}
         if self.device is not None:
             base["device_id"] = self.device.id
         base.update(fields)
@@ -176,6 +183,8 @@ class SSHCallHome:
             on_failed=lambda reason, tried, offered: self._authFailed(reason, tried, offered, credentials),
             on_succeeded=self._authSucceeded,
         )
+        if self.settings.conch_debug_log:
+            keep_conch_log(auth)
         t.requestService(auth)
 
     def _credentials(self) -> Credentials:

@@ -14,28 +14,19 @@ from typing import Any, Dict
 from twisted.conch.ssh import channel, common, connection, transport
 from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
-from twisted.logger import Logger
 from twisted.python import failure
 
+from callhome_mux.ssh.conch_log import QuietLogger, keep_conch_log
 from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
 from callhome_mux.ssh.receive_buffer import ReceiveBufferMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
 
 
-class _NoDebugLogger(Logger):
-    """
-    conch's transport logs a debug line per key exchange and per service
-    start.  twistd drops debug events anyway, but only after Logger.emit has
-    built each one and sorted the log levels to check it: about 5% of the
-    server's CPU in a call-home storm (bench/storm.py --py-spy).  These are
-    dropped at the source unless C{[ssh] conch_debug_log} asks for them.
-    """
-
-    def debug(self, format=None, **kwargs) -> None:
-        pass
+_NO_COMPRESSION = [b"none"]
 
 
-_NO_DEBUG = _NoDebugLogger(namespace="twisted.conch.ssh.transport")
+def _wants_conch_log(owner) -> bool:
+    return bool(getattr(getattr(owner, "settings", None), "conch_debug_log", False))
 
 
 class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transport.SSHClientTransport):
@@ -43,20 +34,23 @@ class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transpor
 
     #: True while a TCP read is being handled (see L{ChannelTransport.write}).
     reading = False
+    _log = QuietLogger(namespace="twisted.conch.ssh.transport")
 
     def __init__(self, owner, offer, debug_log: bool = False):
         self.owner = owner
         # Channel transports holding writes until the current read is handled.
         self._held_writers: list = []
-        if not debug_log:
-            self._log = _NO_DEBUG
+        if debug_log:
+            keep_conch_log(self)
         # Instance attributes shadow the class-wide lists conch reads when
-        # it builds our KEXINIT.
-        self.supportedKeyExchanges = list(offer.key_exchanges)
-        self.supportedPublicKeys = list(offer.host_key_algorithms)
-        self.supportedCiphers = list(offer.ciphers)
-        self.supportedMACs = list(offer.macs)
-        self.supportedCompressions = [b"none"]
+        # it builds our KEXINIT.  The offer's lists are shared by every
+        # connection (conch copies them before use): no five lists per
+        # connection.
+        self.supportedKeyExchanges = offer.key_exchanges
+        self.supportedPublicKeys = offer.host_key_algorithms
+        self.supportedCiphers = offer.ciphers
+        self.supportedMACs = offer.macs
+        self.supportedCompressions = _NO_COMPRESSION
 
     def connectionMade(self) -> None:
         transport.SSHClientTransport.connectionMade(self)
@@ -122,9 +116,13 @@ def _text(value) -> Any:
 class CallHomeConnection(connection.SSHConnection):
     """The ssh-connection service: one NETCONF channel, keepalives, global requests."""
 
+    _log = QuietLogger(namespace="twisted.conch.ssh.connection")
+
     def __init__(self, owner):
         connection.SSHConnection.__init__(self)
         self.owner = owner
+        if _wants_conch_log(owner):
+            keep_conch_log(self)
 
     def serviceStarted(self) -> None:
         connection.SSHConnection.serviceStarted(self)
@@ -148,9 +146,13 @@ class NetconfChannel(WindowedWriteChannel):
 
     name = b"session"
 
+    _log = QuietLogger(namespace="twisted.conch.ssh.channel")
+
     def __init__(self, owner, subsystem: bytes, window: int, max_packet: int, **kw):
         channel.SSHChannel.__init__(self, localWindow=window, localMaxPacket=max_packet, **kw)
         self.owner = owner
+        if _wants_conch_log(owner):
+            keep_conch_log(self)
         self.subsystem = subsystem
         self.protocol = None
         # A device may start talking (its <hello>) before it answers the

@@ -16,6 +16,7 @@ from twisted.conch.ssh.common import NS, getNS
 from twisted.internet import defer
 
 from callhome_mux.inventory.model import Credentials
+from callhome_mux.ssh.conch_log import QuietLogger
 
 # RSA signature algorithms by preference; plain ssh-rsa (SHA-1) only for a
 # server that does not tell us what it accepts (RFC 8308 server-sig-algs).
@@ -48,6 +49,7 @@ class DeviceUserAuth(userauth.SSHUserAuthClient):
     """
 
     preferredOrder = [b"publickey", b"password", b"keyboard-interactive"]
+    _log = QuietLogger(namespace="twisted.conch.ssh.userauth")
 
     def __init__(
         self,
