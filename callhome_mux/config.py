@@ -47,6 +47,7 @@ SECTIONS: Dict[str, str] = {
     "restconf": "callhome_mux.restconf.settings:RestconfSettings",
     "inventory": "callhome_mux.inventory.settings:InventorySettings",
     "api": "callhome_mux.api.settings:APISettings",
+    "process": "callhome_mux.gc_tuning:ProcessSettings",
 }
 
 

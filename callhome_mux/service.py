@@ -29,6 +29,7 @@ from callhome_mux.connection import ConnectionHandler, ConnectionKind
 from callhome_mux.demux.protocol import Admission, DemuxFactory
 from callhome_mux.demux.proxy import ProxyHeaderFactory
 from callhome_mux.events import EventBus, EventObserver
+from callhome_mux.gc_tuning import CollectorTuning
 from callhome_mux.inventory.model import DeviceDirectory
 from callhome_mux.listener import ListenerSpec
 from callhome_mux.listening import PortWaiter
@@ -116,6 +117,7 @@ class CallHomeService(service.MultiService):
         #: Set by the twistd plugin: a server that cannot start stops the process.
         self.stop_reactor_on_start_failure = False
         self._start_outcome = None  # the service once started, or the Failure
+        self._collector = CollectorTuning(self.config.process)
         self._start_waiters: List[defer.Deferred] = []
         for spec in self.config.listeners:
             self._add_listener(spec)
@@ -251,6 +253,9 @@ class CallHomeService(service.MultiService):
         yield self.whenListening()
 
     def _running(self, _):
+        # Everything loaded at start is alive for good: out of the
+        # collector's way from now on (see callhome_mux.gc_tuning).
+        self._collector.apply()
         self._start_outcome = self
         self.events.emit("service.started", devices=len(self.directory))
         self._notify_start_waiters()
@@ -310,6 +315,7 @@ class CallHomeService(service.MultiService):
         if self.inventory is not None:
             inventory, self.inventory = self.inventory, None
             yield inventory.close()
+        self._collector.undo()
         self.events.emit("service.stopped")
 
     # -- reload ------------------------------------------------------------
