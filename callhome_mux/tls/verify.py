@@ -129,7 +129,7 @@ class CertificateVerifier:
         rules: Iterable[CertToNameRule],
         directory: DeviceDirectory,
         unknown_device_policy: UnknownDevicePolicy = refuse_unknown_devices,
-        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
+        now: Optional[Callable[[], datetime.datetime]] = None,
         facts: Optional[FactsCache] = None,
     ):
         self.trust = trust
@@ -137,7 +137,11 @@ class CertificateVerifier:
         self.directory = directory
         self.unknown_device_policy = unknown_device_policy
         self.facts = facts if facts is not None else FactsCache()
-        self._now = now
+        # With the real clock OpenSSL checks the chain at its own current
+        # time; only an injected clock is handed to the store (setting it
+        # builds a verification parameter per connection).
+        self._injected_clock = now is not None
+        self._now = now if now is not None else _utc_now
 
     def verify(
         self,
@@ -196,7 +200,7 @@ class CertificateVerifier:
         _check_dates(facts, now, refuse, "the certificate")
         pinned = self.directory.by_tls_fingerprint(fingerprint)
         try:
-            chain = self._verified_chain(openssl_leaf, openssl_intermediates, now)
+            chain = self._verified_chain(facts, openssl_leaf, openssl_intermediates, now)
         except CertificateRefused as error:
             if pinned is None:
                 raise refuse(error.reason, error.detail) from None
@@ -214,11 +218,12 @@ class CertificateVerifier:
 
     # -- chain ----------------------------------------------------------
 
-    def _verified_chain(self, openssl_leaf, openssl_intermediates, now) -> Tuple[CertificateFacts, ...]:
+    def _verified_chain(self, facts, openssl_leaf, openssl_intermediates, now) -> Tuple[CertificateFacts, ...]:
         if not self.trust.anchors:
             raise CertificateRefused(UNTRUSTED_CHAIN, "no trust anchors are configured and the certificate is not pinned")
         store = self._store()
-        store.set_time(now.replace(tzinfo=None))
+        if self._injected_clock:
+            store.set_time(now.replace(tzinfo=None))
         context = crypto.X509StoreContext(store, openssl_leaf(), openssl_intermediates())
         try:
             verified = context.get_verified_chain()
@@ -227,7 +232,8 @@ class CertificateVerifier:
             reason = _OPENSSL_REASONS.get(code, UNTRUSTED_CHAIN)
             where = "the certificate" if not depth else f"CA certificate at depth {depth}"
             raise CertificateRefused(reason, f"{where}: {message}") from None
-        return tuple(self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified)
+        # The chain starts with the leaf itself.
+        return (facts, *(self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified[1:]))
 
     def _store(self) -> crypto.X509Store:
         # Built once per trust store (reloadTrust swaps the trust store).
@@ -300,6 +306,10 @@ class CertificateVerifier:
         if mapped_id is None:
             raise refuse(UNKNOWN_DEVICE, "no pinned fingerprint and no cert-to-name rule maps this certificate")
         raise refuse(UNKNOWN_DEVICE, f"cert-to-name gives {mapped_id!r}, which is not in the inventory")
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _check_dates(facts: CertificateFacts, now: datetime.datetime, refuse, what: str) -> None:
