@@ -217,6 +217,35 @@ class NetconfEndToEndTests(TestCase):
         self.assertEqual(session.details["tls_version"], "TLSv1.2")
 
     @defer.inlineCallbacks
+    def test_device_offering_its_last_session(self):
+        """
+        A device that caches TLS sessions offers the last one when it calls
+        home again: it gets a full handshake and its certificate is checked
+        again (OpenSSL would otherwise fail the whole handshake: "session id
+        context uninitialized").
+        """
+        manager = Manager(self, CLIENT_HELLO)
+        device = device_with(test_pki().device, resume_sessions=True)
+        first = yield manager.call_home(self, device, "client-hello")
+        yield manager.registry.whenConnected("device1.example.net")
+        # A clean TLS close: OpenSSL keeps a session resumable only then.
+        first.loseConnection()
+        yield device.whenLost(first)
+        self.assertIsNotNone(device.last_session)
+        outcome = defer.Deferred()
+
+        def second_outcome(record):
+            ended = record["event"] in ("tls.handshake.failed", "tls.certificate.refused")
+            accepted_again = record["event"] == "tls.certificate.accepted" and len(manager.log.named(record["event"])) == 2
+            if (ended or accepted_again) and not outcome.called:
+                reactor.callLater(0, outcome.callback, record)
+
+        manager.events.addObserver(second_outcome)
+        yield manager.call_home(self, device, "client-hello")
+        record = yield outcome
+        self.assertEqual((record["event"], record.get("device_id")), ("tls.certificate.accepted", "device1.example.net"))
+
+    @defer.inlineCallbacks
     def test_configured_groups(self):
         """tls.groups is what OpenSSL offers; the negotiated group is in the session details."""
         manager = Manager(self, SILENT, groups=("secp384r1",))

@@ -49,6 +49,8 @@ class TLSCallHomeDevice:
         certificate must chain to; empty: accept any manager certificate.
     @param alpn: ALPN ids to offer (as client) or accept (as server).
     @param present_certificate: C{False}: as TLS client, show no certificate.
+    @param resume_sessions: as TLS client, offer the session of the previous
+        call home (a device with a TLS session cache).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class TLSCallHomeDevice:
         alpn: Sequence[str] = (),
         present_certificate: bool = True,
         max_version: Optional[str] = None,
+        resume_sessions: bool = False,
     ):
         self.certificate_pem = certificate_pem
         self.key_pem = key_pem
@@ -68,6 +71,11 @@ class TLSCallHomeDevice:
         self.alpn = [name.encode("ascii") for name in alpn]
         self.present_certificate = present_certificate
         self.max_version = max_version
+        #: As TLS client, offer the session of the previous call home (as
+        #: devices with a TLS session cache do).
+        self.resume_sessions = resume_sessions
+        self.last_session: Optional[SSL.Session] = None
+        self._client_context: Optional[SSL.Context] = None
         #: The protocols run inside TLS, one per call home, in order.
         self.protocols: List[protocol.Protocol] = []
         #: Open connections (TLS wrappers or stalled raw ones) -> Deferred fired when lost.
@@ -84,7 +92,12 @@ class TLSCallHomeDevice:
             hello = self.client_hello()
             return endpoint.connect(protocol.Factory.forProtocol(lambda: _StalledClientHello(self, hello)))
         is_client = direction == "client-hello"
-        creator = ConnectionCreator(self.context(is_client))
+        if is_client and self.resume_sessions:
+            if self._client_context is None:
+                self._client_context = self.context(True)
+            creator = _ResumingCreator(self, self._client_context)
+        else:
+            creator = ConnectionCreator(self.context(is_client))
         return endpoint.connect(_TrackingTLSFactory(self, creator, is_client, _Inner(self)))
 
     def whenLost(self, connection) -> defer.Deferred:
@@ -169,9 +182,10 @@ class TLSCallHomeDevice:
 
 
 class _TrackingTLSFactory(TLSMemoryBIOFactory):
-    def __init__(self, device: TLSCallHomeDevice, *args):
-        super().__init__(*args)
+    def __init__(self, device: TLSCallHomeDevice, creator, is_client: bool, inner):
+        super().__init__(creator, is_client, inner)
         self.device = device
+        self.is_client = is_client
 
     def registerProtocol(self, p):
         super().registerProtocol(p)
@@ -179,7 +193,25 @@ class _TrackingTLSFactory(TLSMemoryBIOFactory):
 
     def unregisterProtocol(self, p):
         super().unregisterProtocol(p)
+        if self.device.resume_sessions and self.is_client:
+            session = p.getHandle().get_session()
+            if session is not None:
+                self.device.last_session = session
         self.device._closed(p)
+
+
+class _ResumingCreator(ConnectionCreator):
+    """A TLS client connection that offers the device's last session."""
+
+    def __init__(self, device: TLSCallHomeDevice, context: SSL.Context):
+        super().__init__(context)
+        self.device = device
+
+    def clientConnectionForTLS(self, protocol) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        if self.device.last_session is not None:
+            connection.set_session(self.device.last_session)
+        return connection
 
 
 class _Inner(protocol.Factory):
