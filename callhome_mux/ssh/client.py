@@ -38,8 +38,9 @@ class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transpor
 
     def __init__(self, owner, offer, debug_log: bool = False):
         self.owner = owner
-        # Channel transports holding writes until the current read is handled.
-        self._held_writers: list = []
+        # Channel transports holding writes until the current read is handled
+        # (a list only while there are some: idle sessions keep none).
+        self._held_writers = None
         if debug_log:
             keep_conch_log(self)
         # Instance attributes shadow the class-wide lists conch reads when
@@ -66,14 +67,17 @@ class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transpor
             super().dataReceived(data)
         finally:
             self.reading = False
-            self._flush_held_writes()
+            if self._held_writers is not None:
+                self._flush_held_writes()
 
     def hold_write(self, writer) -> None:
         """C{writer} has data to send once the current read is handled."""
+        if self._held_writers is None:
+            self._held_writers = []
         self._held_writers.append(writer)
 
     def _flush_held_writes(self) -> None:
-        writers, self._held_writers = self._held_writers, []
+        writers, self._held_writers = self._held_writers, None
         for writer in writers:
             writer.flush()
 
@@ -211,18 +215,19 @@ class ChannelTransport:
         self._channel = channel
         self._peer = peer
         self._host = host
-        self._held: list = []
+        self._held = None  # writes held during a read (a list only then)
 
     def write(self, data: bytes) -> None:
         if self.disconnecting or not data:
             return
         ssh = self._channel.conn.transport
         if getattr(ssh, "reading", False) and len(data) < self.hold_below:
-            if not self._held:
+            if self._held is None:
+                self._held = []
                 ssh.hold_write(self)
             self._held.append(data)
             return
-        if self._held:
+        if self._held is not None:
             self.flush()
         self._channel.write(data)
 
@@ -231,7 +236,7 @@ class ChannelTransport:
 
     def flush(self) -> None:
         """Write what was held (L{write}) to the channel, as one write."""
-        held, self._held = self._held, []
+        held, self._held = self._held, None
         if held and not self.disconnecting:
             self._channel.write(held[0] if len(held) == 1 else b"".join(held))
 
@@ -243,7 +248,7 @@ class ChannelTransport:
 
     def abortConnection(self) -> None:
         self.disconnecting = True
-        self._held = []
+        self._held = None
         self._channel.conn.transport.transport.abortConnection()
 
     def getPeer(self) -> IAddress:
