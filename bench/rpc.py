@@ -52,7 +52,10 @@ def spied(args, server, name, measure):
 
 
 def one_run(args):
-    server = start_server("mux", "ssh", 1, [f"--set=ssh.channel_window={args.window}"] if args.window else [])
+    extra = [f"--set=ssh.channel_window={args.window}"] if args.window else []
+    if args.max_packet:
+        extra.append(f"--set=ssh.channel_max_packet={args.max_packet}")
+    server = start_server("mux", "ssh", 1, extra)
     fleet = []
     try:
         fleet = start_fleet("ssh", server.port, sources(1), 1,
@@ -109,6 +112,8 @@ def main():
     parser.add_argument("--depth", type=int, default=64)
     parser.add_argument("--big-mb", type=float, default=20.0)
     parser.add_argument("--window", type=int, default=0, help="ssh.channel_window for the server (0: its default)")
+    parser.add_argument("--max-packet", type=int, default=0,
+                        help="ssh.channel_max_packet for the server (0: its default)")
     parser.add_argument("--py-spy", help="py-spy the server during each phase: PY_SPY.seq/.pipe/.big")
     args = parser.parse_args()
     print(f"rpc: runs={args.runs} pipelined={args.count} (depth {args.depth}) sequential={args.count // 5} "

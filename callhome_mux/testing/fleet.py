@@ -89,6 +89,20 @@ def default_capabilities(extra: int) -> List[str]:
 
 
 _MESSAGE_ID = re.compile(rb'message-id="([^"]*)"')
+_REPLY_HEAD = b'<rpc-reply xmlns="' + ns.BASE_NS.encode() + b'" message-id="'
+# (big data, base:1.1?) -> what follows the head of a <get> reply, framed.
+_BIG_REPLY_RESTS: Dict[tuple, bytes] = {}
+
+
+def _big_reply_rest(big: bytes, chunked: bool) -> bytes:
+    """The <get> reply after its head: the data, the closing tags and the framing's end, built once."""
+    key = (id(big), chunked)
+    cached = _BIG_REPLY_RESTS.get(key)
+    if cached is None or cached[0] is not big:
+        rest = big + b"</data></rpc-reply>"
+        framed = b"\n#%d\n" % len(rest) + rest + b"\n##\n" if chunked else rest + b"]]>]]>"
+        cached = _BIG_REPLY_RESTS[key] = (big, framed)
+    return cached[1]
 
 
 class FleetNetconfDevice(protocol.Protocol):
@@ -137,13 +151,14 @@ class FleetNetconfDevice(protocol.Protocol):
             match = _MESSAGE_ID.search(message, 0, 200)
             mid = match.group(1) if match else b"0"
             if b"<get>" in message or b"<get/>" in message:
-                body = b"<data>" + self._big + b"</data>"
-                reply = b'<rpc-reply xmlns="' + ns.BASE_NS.encode() + b'" message-id="' + mid + b'">' + body + b"</rpc-reply>"
-                framed = encode_chunked(reply) if self._base11 else encode_eom(reply)
+                # Two pieces: the head with this message-id, and the big
+                # rest, framed once per process and never copied again.
+                head = _REPLY_HEAD + mid + b'"><data>'
+                head = b"\n#%d\n" % len(head) + head if self._base11 else head
                 if replies:
                     self.transport.write(b"".join(replies))
                     replies = []
-                self._send_paced(framed)
+                self._send_paced([head, _big_reply_rest(self._big, self._base11)])
                 continue
             else:
                 body = b"<ok/>"
@@ -152,19 +167,22 @@ class FleetNetconfDevice(protocol.Protocol):
         if replies:
             self.transport.write(b"".join(replies))
 
-    def _send_paced(self, data: bytes) -> None:
+    def _send_paced(self, pieces) -> None:
         """
-        Send C{data} no faster than the SSH window opens.
+        Send C{pieces} (in order) no faster than the SSH window opens.
 
         conch's C{SSHChannel.write} keeps what exceeds the window as one
         bytes object and re-slices (copies) all of it at every window
         adjust: O(size^2 / window) copying, which made this simulator, not
-        the manager, the bottleneck of a 20 MB reply.  Over TLS (no window)
-        it is written at once.
+        the manager, the bottleneck of a 20 MB reply.  The pieces are
+        written as memoryview slices that fit the window (conch copies each
+        packet's data once, into the packet).  Over TLS (no window) they are
+        written at once.
         """
         channel = getattr(self.transport, "_channel", None)
         if channel is None or not hasattr(channel, "remoteWindowLeft"):
-            self.transport.write(data)
+            for piece in pieces:
+                self.transport.write(piece)
             return
         if self._pending is None:
             original = channel.addWindowBytes
@@ -174,22 +192,24 @@ class FleetNetconfDevice(protocol.Protocol):
                 self._pump()
 
             channel.addWindowBytes = window_opened
-        self._pending = [memoryview(data), 0]
+        self._pending = [[memoryview(piece) for piece in pieces if piece], 0]
         self._pump()
 
     def _pump(self) -> None:
         pending = self._pending
-        if not pending or pending[0] is None:
+        if not pending or not pending[0]:
             return
         channel = self.transport._channel
-        view, offset = pending
-        while offset < len(view) and channel.remoteWindowLeft > 0 and not channel.buf:
+        views, offset = pending
+        while views and channel.remoteWindowLeft > 0 and not channel.buf:
+            view = views[0]
             size = min(len(view) - offset, channel.remoteWindowLeft, 1 << 20)
-            channel.write(bytes(view[offset : offset + size]))
+            channel.write(view[offset : offset + size])
             offset += size
+            if offset == len(view):
+                views.pop(0)
+                offset = 0
         pending[1] = offset
-        if offset >= len(view):
-            pending[0] = None
 
     def connectionLost(self, reason=None) -> None:
         pass
