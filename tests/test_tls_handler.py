@@ -534,6 +534,19 @@ class ConfigurationTests(TestCase):
 
 
 class HardeningTests(TestCase):
+    def test_device_certificate_always_obtained(self):
+        """
+        As TLS server we ask for the device's certificate; as TLS client the
+        device (the server) always shows one, so no verification mode is set
+        (OpenSSL's verdict is never enforced: the checks follow the handshake).
+        """
+        from OpenSSL import SSL
+
+        events = EventBus()
+        handler = TLSHandler(DeviceDirectory(), SessionRegistry(events), events, TLSSettings(), NetconfSettings(), temp_dir(self))
+        self.assertEqual(handler._creators[CLIENT_HELLO].context.get_verify_mode(), SSL.VERIFY_PEER)
+        self.assertEqual(handler._creators[SILENT].context.get_verify_mode(), SSL.VERIFY_NONE)
+
     def test_context_options(self):
         from OpenSSL import SSL
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import ITransport
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
+from zope.interface import providedBy
 
 from callhome_mux.inventory.model import Device
 from callhome_mux.testing.certs import test_pki
@@ -152,6 +154,13 @@ class RenewalTests(TestCase):
         pair.device_sends(b"back")
         self.assertEqual(pair.device_received(), b"more")
         self.assertTrue(pair.inner.received.endswith(b"back"))
+
+    def test_declares_what_twisteds_transport_declares(self):
+        """makeConnection skips Twisted's per-interface loop; the wrapper provides the same interfaces."""
+        ours, twisteds = Pair(self), Pair(self, transport_factory=TLSMemoryBIOFactory)
+        self.assertEqual(set(providedBy(ours.tls)), set(providedBy(twisteds.tls)))
+        self.assertTrue(ITransport.providedBy(ours.tls))
+        self.assertIn(ours.tls, ours.tls.factory.protocols)
 
     def test_twisted_keeps_its_bios(self):
         """

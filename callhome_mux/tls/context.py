@@ -3,10 +3,11 @@ OpenSSL contexts for both call-home directions.
 
 One context per role, built once: as TLS client when the device waits
 silently (RFC 8071's direction), as TLS server when the device sent a
-ClientHello.  Both present our identity and ask for the device's
-certificate.  OpenSSL's own verdict is recorded but not enforced: the
-verify callback accepts, and L{callhome_mux.tls.verify} decides right after
-the handshake with exact reasons (see its docstring).
+ClientHello.  Both present our identity and get the device's
+certificate.  OpenSSL's own verdict is not enforced (as TLS server the
+verify callback accepts; as TLS client no verification mode is set: the
+server's certificate comes anyway), and L{callhome_mux.tls.verify} decides
+right after the handshake with exact reasons (see its docstring).
 
 Hardening: TLS 1.2 minimum (1.3 preferred, as OpenSSL negotiates the
 highest common version), no compression (CRIME), no renegotiation, forward
@@ -58,7 +59,6 @@ def base_context(settings: TLSSettings, certificate_file: str, private_key_file:
     except SSL.Error as error:
         # The message names the file, never the key material.
         raise ConfigError(f"cannot use {private_key_file}: {_openssl_reason(error)}", "tls.private_key_file") from None
-    context.set_verify(SSL.VERIFY_PEER, _accept_for_now)
     return context
 
 
@@ -83,6 +83,10 @@ def client_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
     context = base_context(settings, identity.certificate_file, identity.private_key_file)
     if settings.alpn_protocols:
         context.set_alpn_protos([name.encode("ascii") for name in settings.alpn_protocols])
+    # A TLS server always shows its certificate, and OpenSSL's verdict is
+    # not enforced anyway: no verification mode, so no Python verify
+    # callback per certificate (three calls per handshake).
+    context.set_verify(SSL.VERIFY_NONE)
     # We never resume: no session cache, and no TLS 1.2 ticket asked for.
     context.set_options(SSL.OP_NO_TICKET)
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
@@ -92,6 +96,9 @@ def client_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
 def server_context(settings: TLSSettings, identity: Identity) -> SSL.Context:
     """For the ClientHello direction: the device is the TLS client and must show a certificate."""
     context = base_context(settings, identity.certificate_file, identity.private_key_file)
+    # Ask for the device's certificate and let the handshake finish whatever
+    # OpenSSL thinks of it (the verdict comes after the handshake).
+    context.set_verify(SSL.VERIFY_PEER, _accept_for_now)
     # No CA list in the CertificateRequest: pyOpenSSL's API for it is
     # deprecated, and a pinned self-signed device certificate must still be
     # offered.  Devices send their one certificate anyway.
