@@ -362,3 +362,42 @@ class LockAndSessionTests(OperationsMixin, TestCase):
         error = self.failure(session.rpc(b'<frobnicate xmlns="urn:x"/>'), RPCError)
         self.assertEqual((error.type, error.tag), ("protocol", "operation-not-supported"))
         self.assertIn("frobnicate", error.message)
+
+
+class SimpleOperationBytesTests(TestCase):
+    """Operations without filters go out as bytes built once: the same XML as the element path."""
+
+    def test_same_xml_as_building_the_elements(self):
+        from callhome_mux.netconf.operations import _op, _simple_op, datastore
+
+        cases = [
+            (("get",), _op("get")),
+            (("get-config", ("source", "running")), _op("get-config", datastore("running", "source"))),
+            (("get-config", ("source", "candidate")), _op("get-config", datastore("candidate", "source"))),
+            (("get-config", ("source", "file:///x.xml")), _op("get-config", datastore("file:///x.xml", "source"))),
+            (("lock", ("target", "running")), _op("lock", datastore("running", "target"))),
+            (("unlock", ("target", "candidate")), _op("unlock", datastore("candidate", "target"))),
+            (("discard-changes",), _op("discard-changes")),
+        ]
+        for args, element in cases:
+            self.assertEqual(_simple_op(*args), etree.tostring(element))
+            self.assertIs(_simple_op(*args), _simple_op(*args))
+
+    def test_bad_datastore_name_still_refused(self):
+        from callhome_mux.netconf.operations import _simple_op
+
+        for _ in range(2):
+            self.assertRaises(ValueError, _simple_op, "lock", ("target", "not a name"))
+
+    def test_sessions_send_them(self):
+        clock = task.Clock()
+        device = NetconfServerProtocol(Datastore(), clock=clock)
+        client = NetconfClientProtocol(clock=clock)
+        pump = connect_in_memory(device, client)
+        pump.flush()
+        session = self.successResultOf(client.whenReady())
+        data = session.get_config()
+        locked = session.lock()
+        pump.flush()
+        self.assertEqual(self.successResultOf(data).tag, qn("data"))
+        self.assertIsNotNone(self.successResultOf(locked).find(qn("ok")))

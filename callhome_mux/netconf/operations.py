@@ -10,8 +10,9 @@ as a failed Deferred (L{CapabilityError}), like every other device answer.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from lxml import etree
 from twisted.internet import defer
@@ -142,6 +143,16 @@ def _op(name: str, *children):
     return element
 
 
+@functools.lru_cache(maxsize=256)
+def _simple_op(name: str, *datastores: Tuple[str, str]) -> bytes:
+    """
+    C{<name>} whose only children are datastores (C{(tag, name)} pairs),
+    serialised: the same bytes every time, so built once (building and
+    serialising the elements costs several microseconds per RPC).
+    """
+    return etree.tostring(_op(name, *(datastore(value, tag) for tag, value in datastores)))
+
+
 def _leaf(name: str, value, ns: str = BASE_NS):
     element = etree.Element(qn(name, ns))
     element.text = str(value)
@@ -182,14 +193,20 @@ class NetconfOperations:
 
     def get(self, filter: FilterSpec = None, with_defaults: Optional[str] = None, timeout=None) -> defer.Deferred:
         """<get>: fires with the <data> element (config and state)."""
-        request = _op("get", build_filter(filter), _with_defaults(with_defaults))
+        if filter is None and with_defaults is None:
+            request = _simple_op("get")
+        else:
+            request = _op("get", build_filter(filter), _with_defaults(with_defaults))
         return self.rpc(request, timeout).addCallback(_data_of)
 
     def get_config(
         self, source: str = "running", filter: FilterSpec = None, with_defaults: Optional[str] = None, timeout=None
     ) -> defer.Deferred:
         """<get-config>: fires with the <data> element."""
-        request = _op("get-config", datastore(source, "source"), build_filter(filter), _with_defaults(with_defaults))
+        if filter is None and with_defaults is None:
+            request = _simple_op("get-config", ("source", source))
+        else:
+            request = _op("get-config", datastore(source, "source"), build_filter(filter), _with_defaults(with_defaults))
         return self.rpc(request, timeout).addCallback(_data_of)
 
     def get_schema(self, identifier: str, version: Optional[str] = None, format: str = "yang", timeout=None):
@@ -246,10 +263,10 @@ class NetconfOperations:
         return self.rpc(_op("delete-config", datastore(target, "target")), timeout)
 
     def lock(self, target: str = "running", timeout=None) -> defer.Deferred:
-        return self.rpc(_op("lock", datastore(target, "target")), timeout)
+        return self.rpc(_simple_op("lock", ("target", target)), timeout)
 
     def unlock(self, target: str = "running", timeout=None) -> defer.Deferred:
-        return self.rpc(_op("unlock", datastore(target, "target")), timeout)
+        return self.rpc(_simple_op("unlock", ("target", target)), timeout)
 
     def validate(self, source="candidate", timeout=None) -> defer.Deferred:
         """<validate> a datastore (name or URL) or config content."""
@@ -304,7 +321,7 @@ class NetconfOperations:
         return self.rpc(_op("cancel-commit", *children), timeout)
 
     def discard_changes(self, timeout=None) -> defer.Deferred:
-        return self.rpc(_op("discard-changes"), timeout)
+        return self.rpc(_simple_op("discard-changes"), timeout)
 
     # -- sessions ---------------------------------------------------------
 
