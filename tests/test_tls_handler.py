@@ -209,6 +209,12 @@ class NetconfEndToEndTests(TestCase):
         device = Device("pinned-router", tls_fingerprints=(pki.self_signed.fingerprint,))
         return self.assertNetconfSession(CLIENT_HELLO, pki.self_signed, "pinned-router", [device])
 
+    def test_pinned_self_signed_silent(self):
+        """The same as the device's TLS server: its self-signed certificate, pinned, is accepted."""
+        pki = test_pki()
+        device = Device("pinned-router", tls_fingerprints=(pki.self_signed.fingerprint,))
+        return self.assertNetconfSession(SILENT, pki.self_signed, "pinned-router", [device])
+
     @defer.inlineCallbacks
     def test_tls_1_2_device(self):
         manager = Manager(self, SILENT)
