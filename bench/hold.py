@@ -81,11 +81,13 @@ def main():
     parser.add_argument("--capabilities", type=int, default=64)
     parser.add_argument("--settle", type=float, default=2.0, help="idle seconds before the second reading")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--set", action="append", default=[],
+                        help="callhome-mux setting, section.key=value (TOML value), as bench/_server.py --set")
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")]
     impls = ["mux"] if args.no_floor else ["floor", "mux"]
-    server_extra = []
+    server_extra = [f"--set={assignment}" for assignment in args.set]
     floor_extra = []
     fleet_extra = ["--capabilities", str(args.capabilities)]
     if args.kind == "tls":

@@ -63,6 +63,11 @@ class HandoffTests(unittest.TestCase):
         delegate, _ = self.check_stream_reaches_handler(stream, ConnectionKind.SSH, [1])
         self.assertEqual(delegate.connection.preamble["DEVICE-ID"], "mx960-lab-1")
 
+    def test_replayed_bytes_are_not_kept_after_the_handoff(self):
+        stream = samples.SSH_BANNERS["cisco-ios"] + samples.BINARY_AFTER_BANNER
+        delegate, _ = self.check_stream_reaches_handler(stream, ConnectionKind.SSH, [len(stream)])
+        self.assertEqual(delegate.connection.initial_bytes, b"")
+
     def test_ssh_stream_odd_splits(self):
         stream = b"notice\r\n" + samples.SSH_BANNERS["cisco-ios"] + samples.BINARY_AFTER_BANNER
         for sizes in ([3, 7, 1], [13], [2, 50], [len(stream)]):

@@ -88,6 +88,22 @@ class NetconfOverSSHTests(unittest.TestCase):
         self.assertTrue(session.is_up)
 
     @defer.inlineCallbacks
+    def test_key_exchange_state_is_not_kept_once_secured(self):
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
+        manager, session = yield self.up(device)
+        (call,) = manager.handler.calls.values()
+        kex_only = ("ourKexInitPayload", "otherKexInitPayload", "ecPriv", "ecPub", "_hybridPQ", "_hybridInit")
+        self.assertEqual([name for name in kex_only if name in vars(call.transport)], [])
+        device.connections[-1].sendKexInit()
+        data = yield session.get_config("running")
+        self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
+        self.assertEqual(call.key_exchanges, 2)
+        self.assertEqual([name for name in kex_only if name in vars(call.transport)], [])
+        # Sessions of one fleet share their algorithm details.
+        self.assertEqual(call.details["algorithms"]["cipher_in"], call.transport.negotiated()["cipher_in"])
+        self.assertIs(call.transport.negotiated(), call.transport.negotiated())
+
+    @defer.inlineCallbacks
     def test_calling_home_again_replaces_the_session(self):
         device = SSHCallHomeDevice(password="pw")
         manager, first = yield self.up(device)

@@ -33,6 +33,7 @@ from callhome_mux.connection import (
 from callhome_mux.demux.classifier import Classifier, Decision
 from callhome_mux.demux.settings import DemuxSettings
 from callhome_mux.events import EventBus
+from callhome_mux.timers import shared_timers
 
 
 class Admission:
@@ -115,9 +116,12 @@ class DemuxProtocol(protocol.Protocol):
             return
         settings = factory.settings
         self._classifier = Classifier(settings)
+        # Nearly always cancelled within milliseconds: shared timers, not
+        # two reactor DelayedCalls per connection (callhome_mux.timers).
+        timers = shared_timers(clock)
         self._timers = [
-            clock.callLater(settings.silence_timeout, self._silence),
-            clock.callLater(settings.classify_timeout, self._timeout),
+            timers.callLater(settings.silence_timeout, self._silence),
+            timers.callLater(settings.classify_timeout, self._timeout),
         ]
 
     # -- bytes -----------------------------------------------------------
@@ -212,6 +216,9 @@ class DemuxProtocol(protocol.Protocol):
         delegate.makeConnection(transport)
         if decision.data and self._delegate is not None:
             delegate.dataReceived(decision.data)
+        # Replayed: the handler keeps the connection for the session's
+        # life, the bytes (banner + KEXINIT, ~0.6 KiB) need not stay.
+        connection.initial_bytes = b""
 
     def _refuse(self, reason: str, bytes_read: int) -> None:
         self._done = True

@@ -834,7 +834,12 @@ def _plain(value: Any) -> Any:
     if type(value) in _SCALARS:
         return value
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        # Most values (session details: text and numbers) are plain
+        # already: no call for them.
+        scalars = _SCALARS
+        return {
+            (k if type(k) is str else str(k)): (v if type(v) in scalars else _plain(v)) for k, v in value.items()
+        }
     if type(value) is tuple and len(value) >= _SHARED_MIN_LENGTH:
         return _shared_list(value)
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -50,6 +50,7 @@ from callhome_mux.netconf.namespaces import (
 from callhome_mux.netconf.operations import NetconfOperations
 from callhome_mux.netconf.settings import NetconfSettings
 from callhome_mux.sessions import ManagedSession
+from callhome_mux.timers import shared_timers
 
 __all__ = ["NetconfClientProtocol", "NetconfSession", "hello_message"]
 
@@ -189,8 +190,10 @@ class NetconfClientProtocol(Protocol):
         self._processing = False
         self._ids = itertools.count(1)
         self._pending: Dict[str, _Pending] = {}
-        self._abandoned: Set[str] = set()
-        self._abandoned_order: Deque[str] = collections.deque()
+        # Made on the first abandoned RPC: an empty set and deque are ~0.9
+        # KiB, per idle session (bench/hold.py, tracemalloc).
+        self._abandoned: Optional[Set[str]] = None
+        self._abandoned_order: Optional[Deque[str]] = None
         self._ready_waiters: List[defer.Deferred] = []
         self._ready_failure: Optional[Exception] = None
         self._lost_waiters: List[defer.Deferred] = []
@@ -229,7 +232,7 @@ class NetconfClientProtocol(Protocol):
     def connectionMade(self) -> None:
         self._state = "hello"
         self.transport.write(_our_hello(self.settings.capabilities))
-        self._hello_timer = self.clock.callLater(self.settings.hello_timeout, self._hello_timed_out)
+        self._hello_timer = shared_timers(self.clock).callLater(self.settings.hello_timeout, self._hello_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
         if self._state not in ("hello", "ready", "closing"):
@@ -529,7 +532,7 @@ class NetconfClientProtocol(Protocol):
         pending.deferred.callback(reply)
 
     def _unmatched_reply(self, message_id: Optional[str]) -> None:
-        if message_id in self._abandoned:
+        if self._abandoned is not None and message_id in self._abandoned:
             self._abandoned.discard(message_id)
             self._emit("netconf.rpc.late-reply", message_id=message_id)
             return
@@ -609,6 +612,8 @@ class NetconfClientProtocol(Protocol):
             self._remember_abandoned(message_id)
 
     def _remember_abandoned(self, message_id: str) -> None:
+        if self._abandoned is None:
+            self._abandoned, self._abandoned_order = set(), collections.deque()
         self._abandoned.add(message_id)
         self._abandoned_order.append(message_id)
         if len(self._abandoned_order) > _ABANDONED_MEMORY:

@@ -34,6 +34,7 @@ from callhome_mux.ssh.preamble import preamble_problem
 from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.ssh.trust import HOSTKEY_MISMATCH, HostKeyTrust, PresentedHostKey
 from callhome_mux.ssh.userauth import CredentialError, DeviceUserAuth, load_private_key
+from callhome_mux.timers import shared_timers
 
 
 class HostKeyRefused(Exception):
@@ -110,7 +111,7 @@ class SSHCallHome:
     # -- from the transport --------------------------------------------------
 
     def started(self) -> None:
-        self._setup_timer = self.clock.callLater(self.settings.auth_timeout, self._setupTimedOut)
+        self._setup_timer = shared_timers(self.clock).callLater(self.settings.auth_timeout, self._setupTimedOut)
 
     def trafficSeen(self) -> None:
         if self._keepalive is not None:
@@ -226,7 +227,7 @@ class SSHCallHome:
         self._emit("ssh.connection.closed", stage=self.stage, reason=why)
         self._endNetconf(why)
         if self._on_finished is not None:
-            self._on_finished()
+            self._on_finished(self)
 
     # -- from the connection service -----------------------------------------
 

@@ -63,6 +63,9 @@ class SSHHandler:
         #: Connections in progress or up, by connection id (for inspection).
         self.calls: Dict[str, SSHCallHome] = {}
 
+    def _finished(self, call: SSHCallHome) -> None:
+        self.calls.pop(call.connection.connection_id, None)
+
     def protocolFor(self, connection: ClassifiedConnection) -> Optional[IProtocol]:
         if connection.kind is not ConnectionKind.SSH:
             return None
@@ -75,7 +78,7 @@ class SSHHandler:
             self.netconf_settings,
             self.clock,
             self.offer,
-            on_finished=lambda: self.calls.pop(connection.connection_id, None),
+            on_finished=self._finished,
         )
         self.calls[connection.connection_id] = call
         self.events.emit(

@@ -14,6 +14,8 @@ from typing import Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from callhome_mux.timers import shared_timers
+
 
 class KeepaliveMonitor:
     def __init__(
@@ -50,7 +52,9 @@ class KeepaliveMonitor:
         self.missed = 0
 
     def _schedule(self, delay: float) -> None:
-        self._call = self._clock.callLater(delay, self._due)
+        # One per session for its whole life: a shared timer (~100 bytes),
+        # not a reactor DelayedCall (~450 bytes) each.
+        self._call = shared_timers(self._clock).callLater(delay, self._due)
 
     def _due(self) -> None:
         self._call = None
