@@ -123,3 +123,34 @@ class ThreadedProtocolTests(TestCase):
         self.client.connectionLost(None)
         self.failureResultOf(pending, SessionLostError)
         self.assertIsNone(self.client._stream)
+
+
+class BatchedFeedTests(TestCase):
+    def test_pieces_queued_while_the_worker_is_busy_parse_in_bounded_feeds(self):
+        """12 MB queued behind a busy worker: joined feeds stay under libxml2's 10 MB push-buffer limit."""
+        import threading
+
+        from callhome_mux.netconf import parse_stream
+
+        worker = ParseWorker()
+        release = threading.Event()
+        worker.submit(release.wait)
+        body = b"".join(b"<n>%07d</n>" % i for i in range(1_000_000))
+        document = b'<rpc-reply xmlns="' + BASE_NS.encode() + b'" message-id="1"><data>' + body + b"</data></rpc-reply>"
+        self.assertGreater(len(document), 12_000_000)
+        stream = ThreadedStream(reactor, 64, worker)
+        fed = []
+        original = stream._feed
+        stream._feed = lambda data: (fed.append(len(data)), original(data))
+        *head, last = pieces(document, 32768)
+        for piece in head:
+            stream.feed(piece)
+        d = stream.finish(last)
+        release.set()
+
+        def check(root):
+            self.assertEqual(len(root.find(qn("data"))), 1_000_000)
+            self.assertLess(len(fed), len(head) // 10, "pieces were joined")
+            self.assertLessEqual(max(fed), parse_stream.FEED_LIMIT)
+
+        return d.addCallback(check)
