@@ -706,12 +706,16 @@ class Inventory:
 
     def _on_event(self, event: Dict[str, Any]) -> None:
         name = event.get("event", "")
-        mapped = states.state_for_event(name, event.get("reason"))
-        if mapped is None and name not in states.HISTORY_ONLY:
+        # Every event of every layer comes here; most mean nothing to the
+        # inventory: one lookup decides.
+        plan = _PLANS.get(name, _MISSING)
+        if plan is _MISSING:
+            plan = _event_plan(name, event.get("reason"))
+        if plan is None:
             return
+        mapped, proven = plan
         device_id = event.get("device_id")
         peer = event.get("peer")
-        proven = name not in states.UNPROVEN_EVENTS
         if mapped is not None:
             state, reason = mapped
             identity = [key for key in (event.get("fingerprint"), device_id) if isinstance(key, str) and key]
@@ -767,6 +771,23 @@ class Inventory:
     def _store_failed(self, reason, doing: str) -> None:
         _log.failure("inventory store failed while {doing}", reason, doing=doing)
         self.events.emit("inventory.store.failed", reason=f"{doing}: {reason.getErrorMessage()}")
+
+
+_MISSING = object()
+#: event name -> None (ignored) or (mapped state or None, proven), for the
+#: names whose C{reason} refines nothing.
+_PLANS: Dict[str, Any] = {}
+
+
+def _event_plan(name: str, reason: Any):
+    mapped = states.state_for_event(name, reason)
+    if mapped is None and name not in states.HISTORY_ONLY:
+        plan = None
+    else:
+        plan = (mapped, name not in states.UNPROVEN_EVENTS)
+    if name not in states.REFINED_EVENTS and len(_PLANS) < 4096:
+        _PLANS[name] = plan
+    return plan
 
 
 def _device_fields(device: Device, source: str) -> Dict[str, Any]:

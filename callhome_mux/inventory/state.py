@@ -83,7 +83,7 @@ HISTORY_ONLY = frozenset({"session.replaced", "ssh.keepalive.lost", "tls.protoco
 
 def state_for_event(name: str, reason: Any = None) -> Optional[Tuple[str, Optional[str]]]:
     """(state, failure reason) for event C{name} (with its C{reason} field), or C{None}."""
-    if name in _REFINED:
+    if name in REFINED_EVENTS:
         return _state_for_event(name, reason)
     # Every event goes through here: the answer for a name is found once
     # (bounded: event names are few, but they come from other layers).
@@ -95,7 +95,8 @@ def state_for_event(name: str, reason: Any = None) -> Optional[Tuple[str, Option
     return found
 
 
-_REFINED = frozenset(name for name, _ in REASON_REFINEMENTS)
+#: Names whose C{reason} field may change the answer.
+REFINED_EVENTS = frozenset(name for name, _ in REASON_REFINEMENTS)
 _BY_NAME: Dict[str, Optional[Tuple[str, Optional[str]]]] = {}
 _MISSING = object()
 

@@ -123,9 +123,16 @@ class SSHCallHome:
         key = PresentedHostKey(blob)
         self.host_key = key
         claimed = self.connection.preamble.get("DEVICE-ID")
-        d = defer.maybeDeferred(self.trust, key, claimed, self.connection.peer_text)
-        d.addCallback(self._judgeHostKey, key, claimed)
-        return d
+        # The usual trust answers at once: judge it at once too, without a
+        # Deferred chain per connection; conch gets an already-fired one.
+        try:
+            verdict = self.trust(key, claimed, self.details["peer"])
+            if isinstance(verdict, defer.Deferred):
+                return verdict.addCallback(self._judgeHostKey, key, claimed)
+            self._judgeHostKey(verdict, key, claimed)
+        except Exception:
+            return defer.fail()
+        return defer.succeed(None)
 
     def _judgeHostKey(self, verdict, key: PresentedHostKey, claimed: Optional[str]) -> None:
         who = {"fingerprint": key.fingerprint, "algorithm": key.algorithm, "host_key": key.openssh_line}
