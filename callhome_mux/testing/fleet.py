@@ -41,7 +41,7 @@ from twisted.conch.ssh import keys
 from twisted.internet import defer, protocol
 
 from callhome_mux.netconf import namespaces as ns
-from callhome_mux.netconf.framing import FrameDecoder, encode_chunked, encode_eom
+from callhome_mux.netconf.framing import FrameDecoder, encode_eom
 from callhome_mux.netconf.session import hello_message
 
 PASSWORD = "fleet-password"
@@ -90,6 +90,8 @@ def default_capabilities(extra: int) -> List[str]:
 
 _MESSAGE_ID = re.compile(rb'message-id="([^"]*)"')
 _REPLY_HEAD = b'<rpc-reply xmlns="' + ns.BASE_NS.encode() + b'" message-id="'
+_OK_TAIL = b'"><ok/></rpc-reply>'
+_OK_SIZE = len(_REPLY_HEAD) + len(_OK_TAIL)  # plus the message-id's
 # (big data, base:1.1?) -> what follows the head of a <get> reply, framed.
 _BIG_REPLY_RESTS: Dict[tuple, bytes] = {}
 
@@ -150,7 +152,8 @@ class FleetNetconfDevice(protocol.Protocol):
             self.rpcs += 1
             match = _MESSAGE_ID.search(message, 0, 200)
             mid = match.group(1) if match else b"0"
-            if b"<get>" in message or b"<get/>" in message:
+            # The operation follows the <rpc> start tag: look only there.
+            if message.find(b"<get>", 0, 300) >= 0 or message.find(b"<get/>", 0, 300) >= 0:
                 # Two pieces: the head with this message-id, and the big
                 # rest, framed once per process and never copied again.
                 head = _REPLY_HEAD + mid + b'"><data>'
@@ -160,10 +163,10 @@ class FleetNetconfDevice(protocol.Protocol):
                     replies = []
                 self._send_paced([head, _big_reply_rest(self._big, self._base11)])
                 continue
+            if self._base11:
+                replies.append(b"".join((b"\n#%d\n" % (_OK_SIZE + len(mid)), _REPLY_HEAD, mid, _OK_TAIL, b"\n##\n")))
             else:
-                body = b"<ok/>"
-            reply = b'<rpc-reply xmlns="' + ns.BASE_NS.encode() + b'" message-id="' + mid + b'">' + body + b"</rpc-reply>"
-            replies.append(encode_chunked(reply) if self._base11 else encode_eom(reply))
+                replies.append(b"".join((_REPLY_HEAD, mid, _OK_TAIL, b"]]>]]>")))
         if replies:
             self.transport.write(b"".join(replies))
 
