@@ -242,3 +242,31 @@ class KeepaliveMonitorTests(unittest.TestCase):
         self.monitor.stop()
         self.clock.advance(100)
         self.assertEqual(self.probes, [])
+
+
+class PresentedHostKeyTests(unittest.TestCase):
+    def test_fields_match_conch_for_each_key_type(self):
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from twisted.conch.ssh import keys
+
+        from callhome_mux.inventory.model import ssh_fingerprint
+
+        for private in (
+            generate_ed25519_key(),
+            keys.Key(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            keys.Key(ec.generate_private_key(ec.SECP256R1())),
+            keys.Key(ec.generate_private_key(ec.SECP384R1())),
+        ):
+            public = private.public()
+            key = PresentedHostKey(public.blob())
+            self.assertEqual(key.algorithm, public.sshType().decode())
+            self.assertEqual(key.openssh_line, public.toString("openssh").decode())
+            self.assertEqual(key.fingerprint, ssh_fingerprint(public.blob()))
+            self.assertEqual(key, PresentedHostKey(public.blob()))
+
+    def test_a_blob_that_is_no_key_does_not_raise(self):
+        for blob in (b"", b"\x00\x00", b"\x00\x00\x00\x04\xff\xfe\xfd\xfc", b"\xff\xff\xff\xffabc"):
+            key = PresentedHostKey(blob)
+            self.assertTrue(key.fingerprint.startswith("SHA256:"))
+            self.assertIsInstance(key.algorithm, str)
+            self.assertTrue(key.algorithm)

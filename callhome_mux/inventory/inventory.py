@@ -839,14 +839,26 @@ _SHARED_LISTS_MAX = 256
 _SHARED_MIN_LENGTH = 8
 
 
+_SHARED_BY_ID: Dict[int, Tuple[tuple, list]] = {}
+
+
 def _shared_list(value: tuple) -> list:
+    # By identity first: sessions pass the very same shared tuple, and
+    # hashing 70 strings per state write is what this saves.
+    known = _SHARED_BY_ID.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
     shared = _SHARED_LISTS.get(value)
     if shared is None:
         shared = [_plain(v) for v in value]
         if len(_SHARED_LISTS) >= _SHARED_LISTS_MAX:
             _SHARED_LISTS.clear()
+            _SHARED_BY_ID.clear()
         _SHARED_LISTS[value] = shared
         remember_shared_json(shared)
+    if len(_SHARED_BY_ID) >= _SHARED_LISTS_MAX:
+        _SHARED_BY_ID.clear()
+    _SHARED_BY_ID[id(value)] = (value, shared)
     return shared
 
 

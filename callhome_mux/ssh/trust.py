@@ -13,7 +13,6 @@ field is the device's id.  There is no trust on first use.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import os
@@ -21,7 +20,6 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from twisted.conch.ssh import keys
 from twisted.conch.ssh.common import getNS
 from twisted.internet import defer
 
@@ -33,34 +31,47 @@ HOSTKEY_MISMATCH = "ssh.hostkey.mismatch"
 DEVICE_DISABLED = "ssh.device.refused"
 
 
-@dataclass(frozen=True)
 class PresentedHostKey:
-    """The host key the device proved in the key exchange (public, not secret)."""
+    """
+    The host key the device proved in the key exchange (public, not secret).
 
-    blob: bytes
+    The handshake path reads C{fingerprint}, C{algorithm} and
+    C{openssh_line} for every key, so they are worked out once, at once
+    (plain attributes: C{functools.cached_property} takes a lock per first
+    access).
+    """
 
-    # Computed once per connection: the handshake path reads them several
-    # times, and each C{algorithm} parses the key (~20 us).
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        return ssh_fingerprint(self.blob)
+    __slots__ = ("blob", "fingerprint", "algorithm", "openssh_line")
 
-    @functools.cached_property
-    def algorithm(self) -> str:
-        # The blob starts with its key type (RFC 4253 §6.6), which is what
-        # Key.sshType() gives: read it there instead of parsing the whole
-        # key (~30 us per connection in a storm).  conch parses the key
-        # anyway to check the exchange signature.
-        try:
-            name, _ = getNS(self.blob)
-            return name.decode("ascii")
-        except (ValueError, UnicodeDecodeError, struct.error):
-            return keys.Key.fromString(self.blob).sshType().decode("ascii")
+    def __init__(self, blob: bytes):
+        self.blob = blob
+        self.fingerprint = ssh_fingerprint(blob)
+        self.algorithm = _key_type(blob)
+        #: C{algorithm base64}: what an operator pastes into the device entry.
+        self.openssh_line = f"{self.algorithm} {base64.b64encode(blob).decode('ascii')}"
 
-    @functools.cached_property
-    def openssh_line(self) -> str:
-        """C{algorithm base64}: what an operator pastes into the device entry."""
-        return f"{self.algorithm} {base64.b64encode(self.blob).decode('ascii')}"
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PresentedHostKey) and other.blob == self.blob
+
+    def __hash__(self) -> int:
+        return hash(self.blob)
+
+    def __repr__(self) -> str:
+        return f"PresentedHostKey({self.fingerprint})"
+
+
+def _key_type(blob: bytes) -> str:
+    # The blob starts with its key type (RFC 4253 §6.6), which is what
+    # Key.sshType() gives: read it there instead of parsing the whole key
+    # (~30 us per connection in a storm).  conch parses the key anyway to
+    # check the exchange signature.
+    # A blob that is not a key at all is refused by conch afterwards; it
+    # must not break the handshake code (or its events) before that.
+    try:
+        name, _ = getNS(blob)
+    except (ValueError, IndexError, struct.error):
+        return "unknown"
+    return name.decode("ascii", "replace") or "unknown"
 
 
 @dataclass(frozen=True)
