@@ -13,6 +13,7 @@ from callhome_mux.netconf.namespaces import BASE_NS
 from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.testing.datastore import Datastore
 from callhome_mux.testing.ssh_device import JuniperPreamble, SSHCallHomeDevice, generate_ed25519_key
+from callhome_mux.ssh.mac import PrecomputedMACCiphers
 from tests.test_ssh_harness import Manager
 
 RUNNING = '<system xmlns="urn:example:system"><hostname>r1</hostname></system>'
@@ -94,11 +95,13 @@ class NetconfOverSSHTests(unittest.TestCase):
         (call,) = manager.handler.calls.values()
         kex_only = ("ourKexInitPayload", "otherKexInitPayload", "ecPriv", "ecPub", "_hybridPQ", "_hybridInit")
         self.assertEqual([name for name in kex_only if name in vars(call.transport)], [])
+        self.assertIsInstance(call.transport.currentEncryptions, PrecomputedMACCiphers)
         device.connections[-1].sendKexInit()
         data = yield session.get_config("running")
         self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
         self.assertEqual(call.key_exchanges, 2)
         self.assertEqual([name for name in kex_only if name in vars(call.transport)], [])
+        self.assertIsInstance(call.transport.currentEncryptions, PrecomputedMACCiphers)
         # Sessions of one fleet share their algorithm details.
         self.assertEqual(call.details["algorithms"]["cipher_in"], call.transport.negotiated()["cipher_in"])
         self.assertIs(call.transport.negotiated(), call.transport.negotiated())

@@ -18,6 +18,7 @@ from twisted.python import failure
 
 from callhome_mux.ssh.conch_log import QuietLogger, keep_conch_log
 from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
+from callhome_mux.ssh.mac import PrecomputedMACCiphers
 from callhome_mux.ssh.receive_buffer import ReceiveBufferMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
 
@@ -84,6 +85,13 @@ class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transpor
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred:
         # conch disconnects with HOST_KEY_NOT_VERIFIABLE if this fails.
         return self.owner.verifyHostKey(hostKey)
+
+    def _keySetup(self, sharedSecret: bytes, exchangeHash: bytes) -> None:
+        # conch made the next ciphers in ssh_KEXINIT; before it sets their
+        # keys, make them ours (HMAC states prepared once per key).
+        if type(self.nextEncryptions) is transport.SSHCiphers:
+            self.nextEncryptions.__class__ = PrecomputedMACCiphers
+        super()._keySetup(sharedSecret, exchangeHash)
 
     def connectionSecure(self) -> None:
         self._forgetKeyExchange()
