@@ -623,9 +623,10 @@ class Inventory:
             return defer.fail(ValueError(f"a failure needs one of {', '.join(states.FAILURE_REASONS)}"))
         return self.store.save_state(self._move(device_id, state, reason, address, transport, details))
 
-    def _move(self, device_id: str, state: str, reason, address, transport, details) -> DeviceState:
+    def _move(self, device_id: str, state: str, reason, address, transport, details, current=None) -> DeviceState:
         now = self.clock.seconds()
-        current = self.state(device_id)
+        if current is None:
+            current = self.state(device_id)
         changes: Dict[str, Any] = {"last_seen": now}
         if address:
             changes["last_address"] = address
@@ -716,57 +717,62 @@ class Inventory:
         mapped, proven = plan
         device_id = event.get("device_id")
         peer = event.get("peer")
+        state = reason = None
         if mapped is not None:
             state, reason = mapped
-            identity = [key for key in (event.get("fingerprint"), device_id) if isinstance(key, str) and key]
-            if not proven:
-                identity = []
-            if state == states.FAILED:
-                # A failure a proven device can be held to counts against
-                # that device only: behind a NAT, one device's broken
-                # configuration must not lock its neighbours out.  The
-                # address takes what nobody could be held to.
-                for key in identity:
-                    self.record_failure(identity=key)
-                if not identity:
-                    self.record_failure(address=peer)
-            elif state == states.CONNECTED:
-                for key in identity:
-                    self.record_success(identity=key)
-                self.record_success(address=peer)
+            if state == states.FAILED or state == states.CONNECTED:
+                identity = (
+                    [key for key in (event.get("fingerprint"), device_id) if isinstance(key, str) and key]
+                    if proven
+                    else []
+                )
+                if state == states.FAILED:
+                    # A failure a proven device can be held to counts against
+                    # that device only: behind a NAT, one device's broken
+                    # configuration must not lock its neighbours out.  The
+                    # address takes what nobody could be held to.
+                    for key in identity:
+                        self.record_failure(identity=key)
+                    if not identity:
+                        self.record_failure(address=peer)
+                else:
+                    for key in identity:
+                        self.record_success(identity=key)
+                    self.record_success(address=peer)
         # State and history only for known devices: an unknown id in an
         # event (or a flood of them) writes nothing.
         if not isinstance(device_id, str) or self.directory.get(device_id) is None:
             return
         fields = {k: v for k, v in event.items() if k not in ("event", "time", "device_id")}
         self.store.buffer_history(device_id, self.clock.seconds(), name, _plain_fields(fields))
-        if mapped is not None and proven:
-            state, reason = mapped
-            if state == states.DISCONNECTED:
-                reason = event.get("reason")
-                current = self.state(device_id)
-                if current.state == states.CONNECTED and peer and current.last_address and peer != current.last_address:
-                    # The end of a session that a newer one (from another
-                    # address/port) replaced: the device is still connected.
-                    state = None
-        if mapped is not None and proven and state is not None:
-            current = self.state(device_id)
-            details = None
-            if state == states.CONNECTED and self._registry is not None:
-                session = self._registry.get(device_id)
-                if session is not None:
-                    details = dict(session.details)
-                    self._details_written_for = session
-            unchanged = (
-                (current.state, current.reason) == (state, reason)
-                and (peer is None or peer == current.last_address)
-                and details is None
+        if mapped is None or not proven:
+            return
+        current = self.state(device_id)
+        if state == states.DISCONNECTED:
+            reason = event.get("reason")
+            if current.state == states.CONNECTED and peer and current.last_address and peer != current.last_address:
+                # The end of a session that a newer one (from another
+                # address/port) replaced: the device is still connected.
+                return
+        details = None
+        if state == states.CONNECTED and self._registry is not None:
+            session = self._registry.get(device_id)
+            if session is not None:
+                details = session.details  # _move makes the JSON-able copy
+                self._details_written_for = session
+        unchanged = (
+            current.state == state
+            and current.reason == reason
+            and (peer is None or peer == current.last_address)
+            and details is None
+        )
+        # Two events that leave the state as it was (host key accepted,
+        # then authenticated) cost one write, not two: only last_seen
+        # would move, and the next write carries it.
+        if not unchanged:
+            self.store.buffer_state(
+                self._move(device_id, state, reason, peer, event.get("transport"), details, current)
             )
-            # Two events that leave the state as it was (host key accepted,
-            # then authenticated) cost one write, not two: only last_seen
-            # would move, and the next write carries it.
-            if not unchanged:
-                self.store.buffer_state(self._move(device_id, state, reason, peer, event.get("transport"), details))
 
     def _store_failed(self, reason, doing: str) -> None:
         _log.failure("inventory store failed while {doing}", reason, doing=doing)
