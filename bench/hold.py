@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -121,7 +122,7 @@ def main():
             rs = [r for r in rows if r["n"] == n and r["impl"] == impl]
             verdict = ""
             if impl == "mux":
-                med = sorted(r["kib_per_session"] for r in rs)[len(rs) // 2]
+                med = statistics.median(r["kib_per_session"] for r in rs)
                 allok = all(r.get("rpc_ok") == n for r in rs)
                 verdict = (f"  target <= {target} KiB: {'met' if med <= target else 'NOT met'}; "
                            f"every session answered an RPC: {'yes' if allok else 'NO'}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -137,11 +138,11 @@ def main():
     big = [r["big_mb_s"] for r in rows]
     print(f"  sequential RPCs/s {summary([r['seq_per_s'] for r in rows], '{:.0f}')}")
     print(f"  pipelined RPCs/s  {summary(pipe, '{:.0f}')}  target >= 30000: "
-          f"{'met' if sorted(pipe)[len(pipe) // 2] >= 30000 else 'NOT met'}")
+          f"{'met' if statistics.median(pipe) >= 30000 else 'NOT met'}")
     print(f"  bulk MB/s to the last byte (transfer, decrypt, de-frame) {summary([r['big_transfer_mb_s'] for r in rows], '{:.0f}')}")
     print(f"  sending a bulk <edit-config> MB/s (device window 128 KiB) {summary([r['send_mb_s'] for r in rows], '{:.0f}')}")
     print(f"  bulk MB/s         {summary(big, '{:.0f}')}  target >= 200: "
-          f"{'met' if sorted(big)[len(big) // 2] >= 200 else 'NOT met'}")
+          f"{'met' if statistics.median(big) >= 200 else 'NOT met'}")
 
 
 if __name__ == "__main__":
