@@ -36,7 +36,7 @@ class HostKeyTests(unittest.TestCase):
         self.assertEqual(details["algorithms"]["kex"], expected_kex)
         self.assertEqual(details["algorithms"]["host_key"], "ssh-ed25519")
         self.assertEqual(details["algorithms"]["cipher_out"], "aes256-ctr")
-        self.assertEqual(details["algorithms"]["mac_out"], "hmac-sha2-512")
+        self.assertEqual(details["algorithms"]["mac_out"], "hmac-sha2-256")
         self.assertIn("urn:ietf:params:netconf:base:1.1", details["capabilities"])
         self.assertEqual(details["auth_method"], "password")
         self.assertTrue(details["peer"].startswith("127.0.0.1:"))

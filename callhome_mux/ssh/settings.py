@@ -36,7 +36,9 @@ DEFAULT_HOST_KEY_ALGORITHMS = (
 # CBC modes, 3des, hmac-md5 and hmac-sha1 stay out by default (OpenSSH
 # made the same choice); an old device can have them back per setting.
 DEFAULT_CIPHERS = ("aes256-ctr", "aes192-ctr", "aes128-ctr")
-DEFAULT_MACS = ("hmac-sha2-512", "hmac-sha2-256")
+# hmac-sha2-256 first, as OpenSSH orders them: as strong as an HMAC needs to be,
+# and about twice as fast as -512 where the CPU has SHA extensions (bulk replies).
+DEFAULT_MACS = ("hmac-sha2-256", "hmac-sha2-512")
 
 #: Never offered, whatever the configuration says: broken beyond use.
 FORBIDDEN_ALGORITHMS = frozenset({"ssh-dss", "3des-cbc", "hmac-md5", "none", "diffie-hellman-group1-sha1"})
