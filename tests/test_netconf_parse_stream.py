@@ -33,6 +33,26 @@ def worker_drained(worker: ParseWorker) -> defer.Deferred:
 
 
 class StreamTests(TestCase):
+    def test_worker_runs_nicer_than_the_reactor(self):
+        """On Linux the worker thread's nice value is WORKER_NICENESS above the reactor thread's."""
+        import os
+        import sys
+        import threading
+
+        from callhome_mux.netconf.parse_stream import WORKER_NICENESS
+
+        if not sys.platform.startswith("linux"):
+            raise AssertionError("this project's CI runs on Linux; per-thread nice is Linux's")
+        worker = ParseWorker()
+        seen = []
+        worker.submit(lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        def check(_):
+            self.assertEqual(seen, [min(mine + WORKER_NICENESS, 19)])
+
+        return worker_drained(worker).addCallback(check)
+
     def test_threaded_stream_gives_the_tree(self):
         stream = ThreadedStream(reactor, 64, ParseWorker())
         *head, last = pieces(DOCUMENT, 1000)
