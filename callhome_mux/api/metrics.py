@@ -79,15 +79,25 @@ class Metrics:
         )
         if callhome_service is not None:
             r.register(_LiveCollector(callhome_service))
+        # Labelled children by kind, for the two per-connection updates:
+        # prometheus_client's labels() takes a lock and builds its key on
+        # every call.
+        self._classified: Dict[str, Any] = {}
 
     def observe(self, event: Dict[str, Any]) -> None:
         name = event.get("event", "")
         if name == "connection.classified":
-            kind = str(event.get("kind") or "unknown")
-            self.connections.labels(kind, "classified").inc()
+            kind = event.get("kind") or "unknown"
+            children = self._classified.get(kind)
+            if children is None:
+                kind = str(kind)
+                children = (self.connections.labels(kind, "classified"), self.classification.labels(kind))
+                if len(self._classified) < 64:
+                    self._classified[kind] = children
+            children[0].inc()
             ms = event.get("ms")
             if isinstance(ms, (int, float)):
-                self.classification.labels(kind).observe(ms / 1000.0)
+                children[1].observe(ms / 1000.0)
         elif name == "connection.rejected":
             self.connections.labels("none", "rejected").inc()
             self.failures.labels("rejected-" + rejection_category(event.get("reason"))).inc()
