@@ -90,3 +90,22 @@ class HelloTemplateTests(TestCase):
             client = self.client_receiving(spaced)
             self.assertEqual(client.session.session_id, 41)
         self.assertEqual(len(self.parsed), 2)
+
+
+class TemplateBoundsTests(TestCase):
+    def setUp(self):
+        hello_templates.forget_all()
+        self.addCleanup(hello_templates.forget_all)
+
+    def test_templates_are_bounded_in_number_and_bytes(self):
+        for n in range(hello_templates.MAX_TEMPLATES + 10):
+            hello_templates.remember(hello_message(CAPABILITIES + (f"urn:example:{n}",), 5), 5, n)
+            self.assertLessEqual(len(hello_templates._templates), hello_templates.MAX_TEMPLATES)
+        big = hello_message(CAPABILITIES + tuple(f"urn:example:big:{n}:{'x' * 200}" for n in range(1000)), 5)
+        self.assertLess(len(big), hello_templates.MAX_TEMPLATE_SIZE)
+        for n in range(2 * hello_templates.MAX_TEMPLATE_BYTES // len(big)):
+            hello_templates.remember(big.replace(b"urn:example:big:0:", b"urn:example:big:%d:" % n), 5, n)
+            self.assertLessEqual(hello_templates._template_bytes, hello_templates.MAX_TEMPLATE_BYTES)
+        too_big = hello_message(CAPABILITIES + ("urn:x:" + "y" * hello_templates.MAX_TEMPLATE_SIZE,), 5)
+        hello_templates.remember(too_big, 5, "too big")
+        self.assertIsNone(hello_templates.known(too_big))

@@ -26,11 +26,14 @@ from typing import Any, Dict, Optional, Tuple
 
 _SESSION_ID = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?)session-id>([0-9]{1,10})</\1session-id>")
 
-#: Templates kept, and the largest hello kept as one (bytes).
+#: Templates kept, the largest hello kept as one, and the bytes kept in
+#: all (a device that sends a new hello each time can cost no more).
 MAX_TEMPLATES = 256
 MAX_TEMPLATE_SIZE = 256 * 1024
+MAX_TEMPLATE_BYTES = 8 * 1024 * 1024
 
 _templates: Dict[Tuple[bytes, bytes], Any] = {}
+_template_bytes = 0
 
 
 def _split(message: bytes) -> Optional[Tuple[Tuple[bytes, bytes], int]]:
@@ -71,11 +74,15 @@ def remember(message: bytes, session_id: int, value: Any) -> None:
     split = _split(message)
     if split is None or split[1] != session_id:
         return
-    if len(_templates) >= MAX_TEMPLATES:
-        _templates.clear()
+    global _template_bytes
+    if len(_templates) >= MAX_TEMPLATES or _template_bytes + len(message) > MAX_TEMPLATE_BYTES:
+        forget_all()
     _templates[split[0]] = value
+    _template_bytes += len(message)
 
 
 def forget_all() -> None:
-    """Drop every template (tests)."""
+    """Drop every template."""
+    global _template_bytes
     _templates.clear()
+    _template_bytes = 0
