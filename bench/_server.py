@@ -60,11 +60,13 @@ def build_service(args):
     if args.kind == "tls":
         tls_paths = {name: os.path.join(args.pki, name) for name in ("ca.crt", "manager.crt", "manager.key")}
         if "tls" in config_module.SECTIONS:
+            # --set tls.KEY=... (storm.py --tls-groups: tls.groups) is kept.
             document["tls"] = {
                 "certificate_file": tls_paths["manager.crt"],
                 "private_key_file": tls_paths["manager.key"],
                 "trust_anchor_files": [tls_paths["ca.crt"]],
                 "cert_to_name": [{"fingerprint": args.ca_fingerprint, "map_type": "common-name"}],
+                **document.get("tls", {}),
             }
     config = config_from_document(document)
     service = CallHomeService(config)
