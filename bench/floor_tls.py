@@ -98,7 +98,12 @@ def main():
     parser.add_argument("--pki", required=True)
     parser.add_argument("--groups", default="", help="TLS key-exchange groups (OpenSSL list); empty: its defaults")
     parser.add_argument("--profile")
+    parser.add_argument("--cpu-of", action="append", default=[],
+                        help="module:Class.method whose thread CPU time to add up (stats cpu_of), as bench/_server.py")
     args, _ = parser.parse_known_args()
+    from bench._server import CPU_OF, time_calls
+
+    time_calls(args.cpu_of)
 
     if "twisted.internet.reactor" not in sys.modules:
         from twisted.internet import epollreactor
@@ -123,7 +128,8 @@ def main():
         return {"gc": True, **stats, "rss_trimmed": process_stats()["rss"]}
 
     serve_control({
-        "stats": lambda: {"sessions": inner.hellos, "connections": len(inner.connections), **process_stats()},
+        "stats": lambda: {"sessions": inner.hellos, "connections": len(inner.connections), "cpu_of": CPU_OF,
+                          **process_stats()},
         "gc": gc_command,
     })
     emit(port=port.getHost().port, pid=os.getpid(), wiring="floor", **process_stats())

@@ -30,6 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench._common import cpu_seconds, percentile, sources, start_fleet, start_server, stop_all, summary  # noqa: E402
 
 
+def floor_cpu_of(targets):
+    """The --cpu-of targets the TLS floor can time too: those outside callhome_mux (OpenSSL, Twisted)."""
+    return [target for target in targets if target.partition(":")[0].split(".")[0] != "callhome_mux"]
+
+
 def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), fleet_extra=(), py_spy=None):
     server = start_server(impl, kind, n, server_extra)
     fleet = []
@@ -103,8 +108,9 @@ def main():
     parser.add_argument("--experiment", action="append", default=[],
                         help="bench/_server.py --experiment (take a part away to measure its share)")
     parser.add_argument("--cpu-of", action="append", default=[],
-                        help="module:Class.method: print its thread CPU time per session (callhome-mux only; "
-                             "exact where py-spy's shares are blurred by other processes)")
+                        help="module:Class.method: print its thread CPU time per session (exact where py-spy's "
+                             "shares are blurred by other processes); with --kind tls the floor times the targets "
+                             "outside callhome_mux too, e.g. OpenSSL.SSL:Connection.do_handshake")
     parser.add_argument("--profile", help="cProfile each server process into PROFILE.<impl>.<n>.<run>")
     parser.add_argument("--py-spy", help="py-spy (raw, collapsed stacks) each server during the storm: PY_SPY.<impl>.<n>.<run>")
     args = parser.parse_args()
@@ -123,7 +129,8 @@ def main():
         pki_dir = tempfile.mkdtemp(prefix="callhome-bench-pki-")
         paths = write_pki(pki_dir)
         server_extra += ["--pki", pki_dir, "--ca-fingerprint", paths["ca_fingerprint"]]
-        floor_extra += ["--pki", pki_dir]
+        floor_extra += ["--pki", pki_dir,
+                        *[f"--cpu-of={target}" for target in floor_cpu_of(args.cpu_of)]]
         fleet_extra += ["--pki", pki_dir]
         if args.tls_groups:
             groups = [g for g in args.tls_groups.replace(":", ",").split(",") if g]

@@ -35,3 +35,26 @@ class BenchTLSServerTests(TestCase):
         tls, paths = self._service(None)
         self.assertEqual(tls.groups, ())
         self.assertEqual(tls.private_key_file, paths["manager.key"])
+
+
+class FloorCpuOfTests(TestCase):
+    def test_floor_times_what_it_runs(self):
+        """storm.py --cpu-of: OpenSSL and Twisted targets are timed in the TLS floor too, callhome_mux's only in ours."""
+        from bench.storm import floor_cpu_of
+
+        targets = [
+            "OpenSSL.SSL:Connection.do_handshake",
+            "callhome_mux.tls.verify:CertificateVerifier.verify_connection",
+            "twisted.protocols.tls:TLSMemoryBIOProtocol.dataReceived",
+            "callhome_mux:main",
+        ]
+        self.assertEqual(floor_cpu_of(targets), [targets[0], targets[2]])
+
+    def test_floor_stats_carry_the_timings(self):
+        """bench/floor_tls.py times its --cpu-of targets with bench/_server.py's wrapper (same CPU_OF table)."""
+        from bench import floor_tls
+
+        with open(floor_tls.__file__) as handle:
+            source = handle.read()
+        self.assertIn("time_calls(args.cpu_of)", source)
+        self.assertIn('"cpu_of": CPU_OF', source)
