@@ -139,3 +139,22 @@ class BusyReactorTests(TestCase):
         self.assertEqual(netconf, [])
         [decided] = [r for r in fake.records if r["event"] == "tls.protocol.decided"]
         self.assertEqual(decided["decided_by"], "silence")
+
+
+class PeerTextTests(TestCase):
+    def test_peer_address_formatted_once_per_connection(self):
+        """Every event and the verifier get the device's address as text, formatted once per connection."""
+        from callhome_mux.connection import format_address
+
+        formatted = []
+        original = ClassifiedConnection.peer_text
+        self.patch(ClassifiedConnection, "peer_text", property(lambda c: formatted.append(c) or original.fget(c)))
+        callhome, fake, netconf = deciding()
+        callhome._decide(None)
+        callhome.dataReceived(HELLO)
+        with_peer = [r for r in fake.records if "peer" in r]
+        self.assertEqual([r["event"] for r in with_peer], ["tls.handshake.started", "tls.protocol.decided"])
+        expected = format_address(IPv4Address("TCP", "192.0.2.1", 4334))
+        self.assertEqual({r["peer"] for r in with_peer}, {expected})
+        self.assertEqual(callhome.details["peer"], expected)
+        self.assertEqual(len(formatted), 1)

@@ -284,6 +284,41 @@ class FactsCacheTests(TestCase):
             self.assertEqual(checker.verify(pki.device.certificate).device_id, "device1.example.net")
 
 
+    def test_usage_verdicts_for_both_roles_from_one_lookup_each(self):
+        """Both roles' key-usage verdicts are read at once (each extension looked up once), same verdicts as one by one."""
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        from callhome_mux.testing.certs import _leaf
+        from callhome_mux.tls import facts as facts_module
+
+        pki = test_pki()
+        server_only = _leaf("server_only", "device-server", pki.ca, usages=[ExtendedKeyUsageOID.SERVER_AUTH])
+        certificates = [pki.device, pki.email_only, pki.intermediate, pki.ca, pki.idevid, server_only]
+        seen = {}
+        for issued in certificates:
+            problems = facts_module._usage_problems(issued.certificate)
+            self.assertEqual(
+                problems, {role: facts_module._usage_problem(issued.certificate, role) for role in problems}, issued.name
+            )
+            seen[issued.name] = problems
+        self.assertEqual(set(seen["device"].values()), {None})
+        self.assertIn("TLS client", seen["server_only"][verify.PEER_IS_CLIENT])
+        self.assertIsNone(seen["server_only"][verify.PEER_IS_SERVER])
+        self.assertIn("key usage allows neither", seen["intermediate"][verify.PEER_IS_CLIENT])
+        self.assertIn("extended key usage", seen["email_only"][verify.PEER_IS_SERVER])
+
+        lookups = []
+        original = x509.Extensions.get_extension_for_class
+
+        def counted(extensions, kind):
+            lookups.append(kind)
+            return original(extensions, kind)
+
+        self.patch(x509.Extensions, "get_extension_for_class", counted)
+        FactsCache().for_certificate(server_only.certificate)
+        self.assertEqual(sorted(kind.__name__ for kind in lookups), ["ExtendedKeyUsage", "KeyUsage"])
+
+
 class CertToNameTests(TestCase):
     def rule(self, map_type, **options):
         return CertToNameRule(test_pki().ca.fingerprint, map_type, **options)

@@ -53,7 +53,7 @@ class CertificateFacts:
         self.subject = subject.rfc4514_string()
         self.not_before = parsed.not_valid_before_utc
         self.not_after = parsed.not_valid_after_utc
-        self._usage: Dict[str, Optional[str]] = {role: _usage_problem(parsed, role) for role in _ROLE_USAGE}
+        self._usage: Dict[str, Optional[str]] = _usage_problems(parsed)
         # The subject is parsed already: its cert-to-name names cost nothing more.
         self._names: Dict[str, Optional[str]] = {
             "common-name": attribute_of(subject, NameOID.COMMON_NAME),
@@ -87,18 +87,32 @@ class CertificateFacts:
         return self._patterns
 
 
+def _usage_problems(certificate: x509.Certificate) -> Dict[str, Optional[str]]:
+    """L{_usage_problem} for every TLS role, each extension looked up once (not once per role)."""
+    usages = _extension_value(certificate, x509.ExtendedKeyUsage)
+    key_usage = _extension_value(certificate, x509.KeyUsage)
+    return {role: _usage_verdict(usages, key_usage, role) for role in _ROLE_USAGE}
+
+
+def _extension_value(certificate: x509.Certificate, kind):
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def _usage_problem(certificate: x509.Certificate, peer_role: str) -> Optional[str]:
     """Extended key usage, when present, must allow the TLS role; key usage must allow signing."""
-    try:
-        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        usages = None
+    return _usage_verdict(
+        _extension_value(certificate, x509.ExtendedKeyUsage), _extension_value(certificate, x509.KeyUsage), peer_role
+    )
+
+
+def _usage_verdict(usages, key_usage, peer_role: str) -> Optional[str]:
     wanted = _ROLE_USAGE[peer_role]
     if usages is not None and wanted not in usages and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages:
         return f"extended key usage does not allow TLS {peer_role} authentication ({wanted._name})"
-    try:
-        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
+    if key_usage is None:
         return None
     if not (key_usage.digital_signature or key_usage.key_encipherment or key_usage.key_agreement):
         return "key usage allows neither digitalSignature, keyEncipherment nor keyAgreement"

@@ -168,13 +168,15 @@ class TLSCallHome(Protocol):
         self.handler = handler
         self.connection = connection
         self.direction, self.peer_role = _DIRECTIONS[connection.kind]
+        #: The device's address as text, formatted once (six uses per connection).
+        self.peer = connection.peer_text
         #: handshake -> deciding -> running -> closed
         self.state = "handshake"
         self.identified = None
         #: The session protocol (NETCONF or RESTCONF) once decided.
         self.delegate: Optional[IProtocol] = None
         self.details: Dict[str, Any] = {
-            "peer": connection.peer_text,
+            "peer": self.peer,
             "connection_id": connection.connection_id,
             "listener": connection.listener,
             "tls_direction": self.direction,
@@ -203,7 +205,7 @@ class TLSCallHome(Protocol):
             alpn=alpn.decode("ascii", "replace") if alpn else None,
         )
         try:
-            identified = self.handler.verifier.verify_connection(handle, self.peer_role, self.connection.peer_text)
+            identified = self.handler.verifier.verify_connection(handle, self.peer_role, self.peer)
         except CertificateRefused as refusal:
             self._emit("tls.certificate.refused", direction=self.direction, **refusal.event_fields())
             self._close()
@@ -213,7 +215,7 @@ class TLSCallHome(Protocol):
             self._close()
             return
         gate = self.handler.device_gate
-        refusal = gate(identified.device, self.connection.peer_text) if gate is not None else None
+        refusal = gate(identified.device, self.peer) if gate is not None else None
         if refusal is not None:
             self._emit("tls.device.throttled", device_id=identified.device_id, reason=refusal)
             self._close()
@@ -374,7 +376,7 @@ class TLSCallHome(Protocol):
         self._timer = None
 
     def _emit(self, event: str, **fields) -> None:
-        self.handler.events.emit(event, connection_id=self.connection.connection_id, peer=self.connection.peer_text, **fields)
+        self.handler.events.emit(event, connection_id=self.connection.connection_id, peer=self.peer, **fields)
 
 
 def _describe(reason: Optional[Failure]) -> str:
