@@ -158,3 +158,35 @@ class PeerTextTests(TestCase):
         self.assertEqual({r["peer"] for r in with_peer}, {expected})
         self.assertEqual(callhome.details["peer"], expected)
         self.assertEqual(len(formatted), 1)
+
+
+class HandshakeTimerTests(TestCase):
+    def _started(self, clock, fake, number):
+        address = IPv4Address("TCP", "192.0.2.1", 4334 + number)
+        connection = ClassifiedConnection(f"c{number}", ConnectionKind.TLS_SILENT, StringTransport(), address, address)
+        callhome = handler_module.TLSCallHome(fake, connection)
+        callhome.makeConnection(StringTransport())
+        return callhome
+
+    def test_handshakes_in_flight_share_one_reactor_timer(self):
+        """Handshake timeouts of many connections are one DelayedCall, still exact, and none is left once all are done."""
+        clock = task.Clock()
+        fake = FakeHandler(clock)
+        calls = [self._started(clock, fake, number) for number in range(3)]
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        calls[0]._cancel_timer()
+        clock.advance(fake.settings.handshake_timeout - 0.5)
+        self.assertEqual([r for r in fake.records if r["event"] == "tls.handshake.timeout"], [])
+        clock.advance(0.5)
+        timed_out = [r["connection_id"] for r in fake.records if r["event"] == "tls.handshake.timeout"]
+        self.assertEqual(timed_out, ["c1", "c2"])
+        self.assertTrue(all(call.transport.disconnected for call in calls[1:]))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_finished_handshakes_leave_no_timer(self):
+        clock = task.Clock()
+        fake = FakeHandler(clock)
+        calls = [self._started(clock, fake, number) for number in range(2)]
+        for call in calls:
+            call._cancel_timer()
+        self.assertEqual(clock.getDelayedCalls(), [])

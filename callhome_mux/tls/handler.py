@@ -51,6 +51,7 @@ from callhome_mux.connection import ClassifiedConnection, ConnectionKind
 from callhome_mux.events import EventBus
 from callhome_mux.inventory.model import DeviceDirectory
 from callhome_mux.sessions import SessionRegistry
+from callhome_mux.timers import shared_timers
 from callhome_mux.tls import decide
 from callhome_mux.tls.context import ConnectionCreator, client_context, server_context
 from callhome_mux.tls.identity import load_identity
@@ -189,7 +190,11 @@ class TLSCallHome(Protocol):
 
     def connectionMade(self) -> None:
         keepalive = set_tcp_keepalive(self.connection.transport, self.handler.settings)
-        self._timer = self.handler.clock.callLater(self.handler.settings.handshake_timeout, self._handshake_timed_out)
+        # One shared reactor timer for every handshake in flight (a storm
+        # has hundreds), not a DelayedCall each: callhome_mux.timers.
+        self._timer = shared_timers(self.handler.clock).callLater(
+            self.handler.settings.handshake_timeout, self._handshake_timed_out
+        )
         self._emit("tls.handshake.started", direction=self.direction, tcp_keepalive=keepalive)
 
     def handshakeCompleted(self) -> None:
