@@ -77,13 +77,19 @@ def _plain() -> transport.SSHCiphers:
     return ciphers
 
 
-def _stream(payloads, mac: bytes = b"hmac-sha2-512") -> bytes:
+def _sender(ciphers: transport.SSHCiphers) -> transport.SSHTransportBase:
+    """A conch transport that only sends packets (with C{ciphers}) into a recorder."""
     sender = transport.SSHTransportBase()
     sender.transport = _Recorder()
-    sender.currentEncryptions = _ciphers(False, mac)
+    sender.currentEncryptions = ciphers
     sender.outgoingPacketSequence = 0
     sender.outgoingCompression = None
     sender._keyExchangeState = sender._KEY_EXCHANGE_NONE
+    return sender
+
+
+def _stream(payloads, mac: bytes = b"hmac-sha2-512") -> bytes:
+    sender = _sender(_ciphers(False, mac))
     for payload in payloads:
         sender.sendPacket(MSG_CHANNEL_DATA, payload)
     return b"".join(sender.transport.data)
@@ -155,12 +161,7 @@ class ReceiveBufferTests(unittest.TestCase):
         self.assertEqual(ours.messages, [])
 
     def test_plain_packets_before_keys_like_conch(self):
-        sender = transport.SSHTransportBase()
-        sender.transport = _Recorder()
-        sender.currentEncryptions = _plain()
-        sender.outgoingPacketSequence = 0
-        sender.outgoingCompression = None
-        sender._keyExchangeState = sender._KEY_EXCHANGE_NONE
+        sender = _sender(_plain())
         sender.sendPacket(20, b"kexinit payload")
         sender.sendPacket(21, b"")
         stream = b"".join(sender.transport.data)
@@ -173,12 +174,7 @@ class ReceiveBufferTests(unittest.TestCase):
                 self.assertEqual(receiver.messages, [(20, b"kexinit payload"), (21, b"")], cls.__name__)
 
     def test_packets_after_the_version_line_in_the_same_read(self):
-        sender = transport.SSHTransportBase()
-        sender.transport = _Recorder()
-        sender.currentEncryptions = _plain()
-        sender.outgoingPacketSequence = 0
-        sender.outgoingCompression = None
-        sender._keyExchangeState = sender._KEY_EXCHANGE_NONE
+        sender = _sender(_plain())
         sender.sendPacket(20, b"first")
         sender.sendPacket(21, b"second")
         stream = b"SSH-2.0-device\r\n" + b"".join(sender.transport.data)
