@@ -81,6 +81,39 @@ class StateTests(InventoryTestMixin, unittest.TestCase):
         self.assertEqual(inventory.state("r1").reason, states.AUTHENTICATION_FAILED)
 
     @defer.inlineCallbacks
+    def test_history_rows_and_state_fields_from_events(self):
+        # A history row is the event's fields without event, time and
+        # device_id (they have columns), timed by the inventory's clock; a
+        # state move keeps the address and transport an event leaves out.
+        inventory = yield self.open_inventory([R1])
+        t0 = self.clock.seconds()
+        self.clock.advance(5)
+        self.bus.emit("ssh.hostkey.accepted", device_id="r1", peer="192.0.2.1:5000", fingerprint=ssh_fp("r1"),
+                      connection_id=7, source="directory")
+        first = inventory.state("r1")
+        self.assertEqual((first.since, first.last_seen, first.last_address, first.transport), (t0 + 5, t0 + 5, "192.0.2.1:5000", None))
+        self.clock.advance(1)
+        self.bus.emit("session.up", device_id="r1", transport="netconf-ssh", peer="192.0.2.1:5000")
+        self.clock.advance(1)
+        self.bus.emit("ssh.auth.failed", device_id="r1", reason="wrong password", n=[1, (2, 3)])
+        failed = inventory.state("r1")
+        self.assertEqual(
+            (failed.state, failed.since, failed.last_seen, failed.last_address, failed.transport, failed.details),
+            (states.FAILED, t0 + 7, t0 + 7, "192.0.2.1:5000", "netconf-ssh", {}),
+        )
+        yield inventory.flush()
+        history = yield inventory.history("r1")
+        self.assertEqual(
+            history,
+            [
+                {"event": "ssh.auth.failed", "time": t0 + 7, "reason": "wrong password", "n": [1, [2, 3]]},
+                {"event": "session.up", "time": t0 + 6, "transport": "netconf-ssh", "peer": "192.0.2.1:5000"},
+                {"event": "ssh.hostkey.accepted", "time": t0 + 5, "peer": "192.0.2.1:5000", "fingerprint": ssh_fp("r1"),
+                 "connection_id": 7, "source": "directory"},
+            ],
+        )
+
+    @defer.inlineCallbacks
     def test_loss_of_a_replaced_session_keeps_the_device_connected(self):
         inventory = yield self.open_inventory([R1])
         self.bus.emit("session.up", device_id="r1", transport="ssh", peer="192.0.2.1:5000")
@@ -200,6 +233,25 @@ class ThrottlingTests(InventoryTestMixin, unittest.TestCase):
         # Success clears it.
         self.bus.emit("session.up", device_id="r1", peer="192.0.2.1:1", transport="ssh")
         self.bus.emit("ssh.auth.failed", device_id="r1", peer="192.0.2.1:1")
+        self.assertIsNone(inventory.is_throttled("r1"))
+
+    @defer.inlineCallbacks
+    def test_fingerprint_back_off_from_events(self):
+        # A proven failure counts against the fingerprint in the event (any
+        # spelling of the sha256: prefix) and the device; a session clears both.
+        inventory = yield self.open_inventory([R1], throttle_failures=2, address_throttle_failures=100)
+        tls = "SHA256:" + "ab" * 32
+        for _ in range(2):
+            self.bus.emit("ssh.auth.failed", device_id="r1", fingerprint=tls, peer="192.0.2.1:1")
+        self.assertIsNotNone(inventory.is_throttled(tls))
+        self.assertIsNotNone(inventory.is_throttled("r1"))
+        self.assertEqual(self.last("inventory.throttled").get("fingerprint"), None)  # the device's came last
+        self.assertEqual(
+            [e.get("fingerprint") or e.get("device_id") for e in self.events if e["event"] == "inventory.throttled"],
+            [tls, "r1"],
+        )
+        self.bus.emit("session.up", device_id="r1", fingerprint=tls, peer="192.0.2.1:2", transport="ssh")
+        self.assertIsNone(inventory.is_throttled(tls))
         self.assertIsNone(inventory.is_throttled("r1"))
 
     @defer.inlineCallbacks

@@ -241,3 +241,23 @@ class RetentionTests(InventoryTestMixin, unittest.TestCase):
         self.clock.advance(86400 + 600)  # the LoopingCall fires: a prune is queued
         yield inventory.flush()
         self.assertEqual((yield inventory.store.count_history()), 0)
+
+
+class JSONEncodingTests(unittest.TestCase):
+    def test_same_text_as_json_dumps(self):
+        # History rows and state details are written with an encoder made
+        # once; the text must be what json.dumps(sort_keys, default=str) gives.
+        from callhome_mux.inventory.store import _encode, details_json
+
+        values = [
+            {},
+            {"b": 1, "a": [1.5, None, True, False, "x\u00e9\n\"", {"z": {}, "y": []}], "c": float("inf")},
+            {"nan": float("nan"), "big": 10 ** 30, "neg": -0.0, "obj": complex(1, 2)},
+            {2: "int keys", 1: None},
+            ["top", "level", "list"],
+            "a string",
+        ]
+        for value in values:
+            self.assertEqual(_encode(value), json.dumps(value, sort_keys=True, default=str))
+        details = {"peer": "p", "capabilities": ["urn:b", "urn:a"], "algorithms": {"mac": "m", "cipher": "c"}}
+        self.assertEqual(details_json(details), json.dumps(details, sort_keys=True, default=str))

@@ -400,6 +400,33 @@ class InventoryStore:
 _JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
+def _make_encode() -> Callable[[Any], str]:
+    """
+    C{_JSON.encode}, with the C encoder made once instead of once per call.
+
+    C{JSONEncoder.encode} builds a new C{c_make_encoder} object (and a
+    markers dict) for every value: half of the ~2.4 us it takes for a
+    history row's fields.  This one keeps no markers (what is written is a
+    C{_plain} copy: plain dicts, lists and scalars, no cycles) and gives the
+    same text: sorted keys, C{str} for anything else, the same separators.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _JSON.encode
+    encoder = make(
+        None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", True, False, True
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encoder(value, 0))
+
+    return encode
+
+
+_encode = _make_encode()
+
+
 def _write_buffered(cursor: sqlite3.Cursor, states: List[DeviceState], history, trim: List[str], keep: int) -> None:
     if states:
         # An upsert updates the row in place: ~3x cheaper than INSERT OR
@@ -413,7 +440,7 @@ def _write_buffered(cursor: sqlite3.Cursor, states: List[DeviceState], history, 
               details_json(s.details)) for s in states],
         )
     if history:
-        encode = _JSON.encode
+        encode = _encode
         cursor.executemany(
             "INSERT INTO history (device_id, time, event, data) VALUES (?, ?, ?, ?)",
             [(device_id, time, event, encode(fields)) for device_id, time, event, fields in history],
@@ -438,7 +465,7 @@ def remember_shared_json(value: Any) -> None:
     if len(_SHARED_JSON) >= 256:
         _SHARED_JSON.clear()
     # Keyed by identity; the value is kept alive with its encoding.
-    _SHARED_JSON[id(value)] = (value, _JSON.encode(value))
+    _SHARED_JSON[id(value)] = (value, _encode(value))
 
 
 def details_json(details: Dict[str, Any]) -> str:
@@ -446,8 +473,8 @@ def details_json(details: Dict[str, Any]) -> str:
     capabilities = details.get("capabilities")
     shared = _SHARED_JSON.get(id(capabilities)) if capabilities is not None else None
     if shared is None or shared[0] is not capabilities:
-        return _JSON.encode(details)
-    rest = _JSON.encode({key: value for key, value in details.items() if key != "capabilities"})
+        return _encode(details)
+    rest = _encode({key: value for key, value in details.items() if key != "capabilities"})
     separator = ", " if len(rest) > 2 else ""
     return rest[:-1] + separator + '"capabilities": ' + shared[1] + "}"
 
