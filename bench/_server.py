@@ -182,6 +182,11 @@ class Commands:
     def stats(self):
         return {"sessions": len(self.service.registry), "cpu_of": CPU_OF, **process_stats()}
 
+    def settle(self):
+        """Fires once the inventory has committed what the sessions so far caused (its writes are batched)."""
+        d = self.service.inventory.flush()
+        return d.addCallback(lambda _: {"settled": True})
+
     def _sessions(self):
         return self.service.registry.sessions()
 
@@ -376,7 +381,7 @@ def main():
 
     service.whenListening().addCallback(listening).addErrback(lambda f: emit(error=f.getTraceback()))
     commands = Commands(service)
-    serve_control({name: getattr(commands, name) for name in ("stats", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop", "rpc_bigsend")})
+    serve_control({name: getattr(commands, name) for name in ("stats", "settle", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop", "rpc_bigsend")})
     run_reactor(reactor, args.profile)
 
 

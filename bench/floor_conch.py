@@ -134,6 +134,7 @@ def main():
         return {"gc": True, **process_stats()}
 
     serve_control({
+        "settle": lambda: {"settled": True},  # nothing is written behind
         "stats": lambda: {"sessions": factory.hellos, "connections": len(factory.connections), **process_stats()},
         "gc": gc_command,
     })

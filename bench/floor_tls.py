@@ -128,6 +128,7 @@ def main():
         return {"gc": True, **stats, "rss_trimmed": process_stats()["rss"]}
 
     serve_control({
+        "settle": lambda: {"settled": True},  # nothing is written behind
         "stats": lambda: {"sessions": inner.hellos, "connections": len(inner.connections), "cpu_of": CPU_OF,
                           **process_stats()},
         "gc": gc_command,
