@@ -101,7 +101,7 @@ def main():
     parser.add_argument("--log", choices=("none", "text"), default="none", help="callhome-mux text log")
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--mux-kex", default="same-as-floor",
-                        help="callhome-mux's ssh.key_exchanges: 'same-as-floor' (curve25519-sha256, what conch's "
+                        help="callhome-mux's ssh.key_exchanges and ssh.macs: 'same-as-floor' (curve25519-sha256 and hmac-sha2-512, what conch's "
                              "client negotiates; default, for a like-for-like ratio) or 'default' (its own defaults: "
                              "mlkem768x25519-sha256 first, which conch's client cannot do)")
     parser.add_argument("--tls-groups", default="",
@@ -124,6 +124,8 @@ def main():
     floor_extra = []
     if args.kind == "ssh" and args.mux_kex == "same-as-floor":
         server_extra.append('--set=ssh.key_exchanges=["curve25519-sha256", "curve25519-sha256@libssh.org"]')
+        # conch's client (the floor) offers hmac-sha2-512 first; ours -256.
+        server_extra.append('--set=ssh.macs=["hmac-sha2-512", "hmac-sha2-256"]')
     fleet_extra = ["--capabilities", str(args.capabilities)]
     if args.kind == "tls":
         from callhome_mux.testing.fleet import write_pki
