@@ -238,16 +238,18 @@ class Commands:
             state["sent"] += 1
             session.rpc(b"<commit/>").addCallbacks(replied, failed)
 
-        def replied(_):
-            state["done"] += 1
+        def answered(outcome):
+            state[outcome] += 1
             if state["sent"] < count:
                 send()
             elif state["done"] + state["failed"] == count:
                 finished.callback(None)
 
+        def replied(_):
+            answered("done")
+
         def failed(f):
-            state["failed"] += 1
-            replied(None)
+            answered("failed")
 
         for _ in range(min(depth, count)):
             send()
