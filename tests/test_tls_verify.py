@@ -379,3 +379,80 @@ class CertToNameTests(TestCase):
     def test_no_match(self):
         pki = test_pki()
         self.assertIsNone(map_certificate([CertToNameRule(pki.other_ca.fingerprint)], pki.device.certificate, []))
+
+
+class SubjectReadingTests(TestCase):
+    """
+    The subject string and the cert-to-name names read straight from the DER
+    are exactly cryptography's; what that reading does not handle goes to
+    cryptography.
+    """
+
+    def certificate(self, subject: x509.Name) -> x509.Certificate:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "issuer")]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+
+    def check(self, subject: x509.Name, read_directly: bool) -> None:
+        from callhome_mux.tls import facts as facts_module
+        from callhome_mux.tls.certname import attribute_of
+
+        certificate = self.certificate(subject)
+        der = certificate.public_bytes(Encoding.DER)
+        self.assertEqual(facts_module._read_subject(der) is not None, read_directly, subject)
+        facts = facts_module.CertificateFacts(der, "sha256:x")
+        self.assertEqual(facts.subject, certificate.subject.rfc4514_string())
+        for map_type, oid in (("common-name", x509.NameOID.COMMON_NAME), ("serial-number", x509.NameOID.SERIAL_NUMBER)):
+            rule = CertToNameRule("sha256:" + "ab" * 32, map_type)
+            self.assertEqual(facts.name(rule), attribute_of(certificate.subject, oid), map_type)
+
+    def test_plain_subjects_read_directly(self):
+        attribute = x509.NameAttribute
+        oid = x509.NameOID
+        self.check(x509.Name([]), True)
+        self.check(x509.Name([attribute(oid.ORGANIZATION_NAME, "acme"), attribute(oid.COMMON_NAME, "router-1")]), True)
+        self.check(
+            x509.Name(
+                [
+                    attribute(oid.COUNTRY_NAME, "DE"),
+                    attribute(oid.COMMON_NAME, "first"),
+                    attribute(oid.COMMON_NAME, "second"),
+                    attribute(oid.SERIAL_NUMBER, "PID:ER-1 SN:FOC12345678"),
+                    attribute(oid.SERIAL_NUMBER, "other"),
+                    attribute(oid.DOMAIN_COMPONENT, "example"),
+                    attribute(oid.EMAIL_ADDRESS, "ops@example.net"),
+                    attribute(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), "private"),
+                    attribute(x509.ObjectIdentifier("2.999.1234567"), "big arc"),
+                ]
+            ),
+            True,
+        )
+
+    def test_escaped_values_read_directly(self):
+        for value in ('a,b+c;d<e>f"g\\h', "#hash", " leading", "trailing ", "nul\0byte", "umlaut ä 漢字"):
+            self.check(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, value)]), True)
+
+    def test_unusual_subjects_left_to_cryptography(self):
+        from cryptography.x509.name import _ASN1Type
+
+        oid = x509.NameOID
+        multi_valued = x509.Name(
+            [
+                x509.RelativeDistinguishedName(
+                    [x509.NameAttribute(oid.COMMON_NAME, "a"), x509.NameAttribute(oid.SERIAL_NUMBER, "1")]
+                )
+            ]
+        )
+        self.check(multi_valued, False)
+        self.check(x509.Name([x509.NameAttribute(oid.COMMON_NAME, "wide", _type=_ASN1Type.BMPString)]), False)
+        self.check(x509.Name([x509.NameAttribute(oid.COMMON_NAME, "x" * 64), x509.NameAttribute(oid.SERIAL_NUMBER, "y" * 130)]), False)
+        self.check(x509.Name([x509.NameAttribute(oid.X500_UNIQUE_IDENTIFIER, b"\x00\x01", _type=_ASN1Type.BitString)]), False)

@@ -19,6 +19,7 @@ from typing import Dict, Optional
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.name import _NAMEOID_TO_NAME, _escape_dn_value
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from service_identity.cryptography import extract_patterns
 
@@ -46,19 +47,25 @@ class CertificateFacts:
 
     def __init__(self, der: bytes, fingerprint: str):
         parsed = x509.load_der_x509_certificate(der)
-        subject = parsed.subject
         self.der = der
         #: C{sha256:hex} of the DER form, as in L{callhome_mux.tls.identity.fingerprint_of}.
         self.fingerprint = fingerprint
-        self.subject = subject.rfc4514_string()
         self.not_before = parsed.not_valid_before_utc
         self.not_after = parsed.not_valid_after_utc
         self._usage: Dict[str, Optional[str]] = _usage_problems(parsed)
-        # The subject is parsed already: its cert-to-name names cost nothing more.
-        self._names: Dict[str, Optional[str]] = {
-            "common-name": attribute_of(subject, NameOID.COMMON_NAME),
-            "serial-number": attribute_of(subject, NameOID.SERIAL_NUMBER),
-        }
+        # The subject string and its cert-to-name names come from one pass
+        # over the subject's DER (no x509.Name objects); anything unusual
+        # takes cryptography's own Name.
+        read = _read_subject(der)
+        if read is None:
+            subject = parsed.subject
+            read = (
+                subject.rfc4514_string(),
+                attribute_of(subject, NameOID.COMMON_NAME),
+                attribute_of(subject, NameOID.SERIAL_NUMBER),
+            )
+        self.subject = read[0]
+        self._names: Dict[str, Optional[str]] = {"common-name": read[1], "serial-number": read[2]}
         self._patterns = None
         self._certificate: Optional[x509.Certificate] = None
 
@@ -85,6 +92,127 @@ class CertificateFacts:
         if self._patterns is None:
             self._patterns = extract_patterns(x509.load_der_x509_certificate(self.der))
         return self._patterns
+
+
+#: Attribute names in subject strings, as cryptography's Name.rfc4514_string writes them (others: the dotted OID).
+_RFC4514_NAMES = {oid.dotted_string: name for oid, name in _NAMEOID_TO_NAME.items()}
+_COMMON_NAME = NameOID.COMMON_NAME.dotted_string
+_SERIAL_NUMBER = NameOID.SERIAL_NUMBER.dotted_string
+#: Value types read here (UTF8String, PrintableString, IA5String: text as
+#: cryptography gives it); any other type (BMPString, BIT STRING ...) goes
+#: to cryptography.
+_TEXT_TAGS = frozenset((0x0C, 0x13, 0x16))
+
+
+def _tlv(der: bytes, position: int, end: int):
+    """The tag, the content's start and the content's end of the DER element at C{position} (short or long form length)."""
+    if position + 2 > end:
+        raise ValueError("truncated")
+    tag = der[position]
+    length = der[position + 1]
+    position += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or position + count > end:
+            raise ValueError("bad length")
+        length = int.from_bytes(der[position : position + count], "big")
+        position += count
+    if position + length > end:
+        raise ValueError("truncated")
+    return tag, position, position + length
+
+
+def _oid_text(content: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's DER content."""
+    parts = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    if value or not parts:
+        raise ValueError("bad object identifier")
+    first = parts[0]
+    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
+    return ".".join(map(str, head + parts[1:]))
+
+
+#: OID content bytes -> (dotted form, name in subject strings); filled as OIDs are seen (bounded).
+_OIDS: Dict[bytes, tuple] = {}
+
+
+def _oid(content: bytes) -> tuple:
+    known = _OIDS.get(content)
+    if known is None:
+        dotted = _oid_text(content)
+        known = (dotted, _RFC4514_NAMES.get(dotted, dotted))
+        if len(_OIDS) < 256:
+            _OIDS[content] = known
+    return known
+
+
+def _read_subject(der: bytes):
+    """
+    C{(rfc4514 string, first commonName, first serialNumber)} of the
+    certificate's subject, read straight from C{der}: exactly what
+    cryptography's C{Name.rfc4514_string} and L{attribute_of} give.
+    C{None} for anything this does not read (multi-valued RDNs, value types
+    other than text, empty values, an RDN of 128 bytes or more): the caller
+    asks cryptography.  OpenSSL has parsed the certificate already (the
+    handshake) and so has cryptography (the other facts), so malformed
+    DER is refused there as before.
+    """
+    try:
+        _, position, end = _tlv(der, 0, len(der))  # Certificate
+        _, position, end = _tlv(der, position, end)  # TBSCertificate
+        tag, start, stop = _tlv(der, position, end)
+        if tag == 0xA0:  # [0] version
+            tag, start, stop = _tlv(der, stop, end)
+        # serial, signature algorithm, issuer, validity: skipped
+        for _ in range(4):
+            tag, start, stop = _tlv(der, stop, end)
+        if tag != 0x30:
+            return None
+        rdns = []
+        common_name = serial_number = None
+        position = start
+        while position < stop:
+            # SET { SEQUENCE { OID, value } }, all short-form lengths.
+            set_length = der[position + 1]
+            pair_length = der[position + 3]
+            oid_length = der[position + 5]
+            value_at = position + 6 + oid_length
+            value_length = der[value_at + 1]
+            if (
+                der[position] != 0x31
+                or der[position + 2] != 0x30
+                or der[position + 4] != 0x06
+                or set_length != pair_length + 2
+                or pair_length != oid_length + value_length + 4
+                or (set_length | value_length | oid_length) & 0x80
+                or der[value_at] not in _TEXT_TAGS
+                or not value_length
+                or not oid_length
+            ):
+                return None
+            position += 2 + set_length
+            if position > stop:
+                return None
+            dotted, name = _oid(der[value_at - oid_length : value_at])
+            value = der[value_at + 2 : position].decode("utf-8")
+            if dotted == _COMMON_NAME:
+                if common_name is None:
+                    common_name = value
+            elif dotted == _SERIAL_NUMBER and serial_number is None:
+                serial_number = value
+            rdns.append(f"{name}={_escape_dn_value(value)}")
+        if position != stop:
+            return None
+    except (ValueError, IndexError):
+        return None
+    rdns.reverse()
+    return ",".join(rdns), common_name, serial_number
 
 
 def _usage_problems(certificate: x509.Certificate) -> Dict[str, Optional[str]]:
