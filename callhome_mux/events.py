@@ -17,7 +17,7 @@ like secrets so a slip is caught by the tests rather than by a log reader.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from twisted.logger import Logger, LogLevel
 
@@ -43,18 +43,23 @@ class EventBus:
     """
 
     def __init__(self, clock=None, log: Logger | None = None):
-        self._observers: List[EventObserver] = []
+        # A tuple, replaced on change: emit iterates it without a copy, and
+        # an observer added or removed during an emit takes effect from the
+        # next event, as before.
+        self._observers: Tuple[EventObserver, ...] = ()
         self._clock = clock
         self._log = log if log is not None else _log
 
     def addObserver(self, observer: EventObserver) -> None:
-        self._observers.append(observer)
+        self._observers += (observer,)
 
     def removeObserver(self, observer: EventObserver) -> None:
+        observers = self._observers
         try:
-            self._observers.remove(observer)
+            index = observers.index(observer)
         except ValueError:
-            pass
+            return
+        self._observers = observers[:index] + observers[index + 1 :]
 
     def emit(self, event: str, **fields: Any) -> Event:
         """
@@ -95,7 +100,7 @@ class EventBus:
         observers = self._observers
         if not observers:
             return record
-        for observer in tuple(observers):
+        for observer in observers:
             try:
                 observer(record)
             except Exception:

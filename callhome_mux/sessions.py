@@ -13,7 +13,7 @@ wins: the older is closed, and both facts are events.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 
@@ -47,8 +47,9 @@ class SessionRegistry:
         self._events = events
         self._sessions: Dict[str, Any] = {}
         self._waiters: Dict[str, List[defer.Deferred]] = {}
-        self._connected_observers: List[SessionObserver] = []
-        self._lost_observers: List[SessionObserver] = []
+        # Tuples, replaced on change: nothing copied per session.
+        self._connected_observers: Tuple[SessionObserver, ...] = ()
+        self._lost_observers: Tuple[SessionObserver, ...] = ()
 
     # -- for applications ------------------------------------------------
 
@@ -72,58 +73,62 @@ class SessionRegistry:
         return len(self._sessions)
 
     def addConnectedObserver(self, observer: SessionObserver) -> None:
-        self._connected_observers.append(observer)
+        self._connected_observers += (observer,)
 
     def addLostObserver(self, observer: SessionObserver) -> None:
-        self._lost_observers.append(observer)
+        self._lost_observers += (observer,)
 
     def removeConnectedObserver(self, observer: SessionObserver) -> None:
-        self._connected_observers.remove(observer)
+        self._connected_observers = _without(self._connected_observers, observer)
 
     def removeLostObserver(self, observer: SessionObserver) -> None:
-        self._lost_observers.remove(observer)
+        self._lost_observers = _without(self._lost_observers, observer)
 
     # -- for transport layers --------------------------------------------
 
     def register(self, session: Any) -> None:
         """Make C{session} the device's session; a previous one is closed (newer wins)."""
         device_id = session.device_id
-        previous = self._sessions.get(device_id)
-        self._sessions[device_id] = session
+        details = session.details
+        sessions = self._sessions
+        previous = sessions.get(device_id)
+        sessions[device_id] = session
         if previous is not None and previous is not session:
             self._events.emit(
                 "session.replaced",
                 device_id=device_id,
                 reason="the device called home again; the newer session wins",
                 old_peer=previous.details.get("peer"),
-                new_peer=session.details.get("peer"),
+                new_peer=details.get("peer"),
             )
             previous.close("replaced by a newer session from the same device")
         session.whenLost().addBoth(self._lost, session)
         self._events.emit(
             "session.up",
             device_id=device_id,
-            transport=session.details.get("transport"),
-            peer=session.details.get("peer"),
+            transport=details.get("transport"),
+            peer=details.get("peer"),
         )
-        for observer in tuple(self._connected_observers):
+        for observer in self._connected_observers:
             self._call(observer, session)
-        for waiter in self._waiters.pop(device_id, []):
-            waiter.callback(session)
+        if self._waiters:
+            for waiter in self._waiters.pop(device_id, ()):
+                waiter.callback(session)
 
     def _lost(self, reason, session) -> Any:
         device_id = session.device_id
         if self._sessions.get(device_id) is session:
             del self._sessions[device_id]
         why = getattr(getattr(reason, "value", None), "args", None)
+        details = session.details
         self._events.emit(
             "session.lost",
             device_id=device_id,
-            transport=session.details.get("transport"),
-            peer=session.details.get("peer"),
+            transport=details.get("transport"),
+            peer=details.get("peer"),
             reason=str(why[0]) if why else str(getattr(reason, "value", reason)),
         )
-        for observer in tuple(self._lost_observers):
+        for observer in self._lost_observers:
             self._call(observer, session)
         return None
 
@@ -139,3 +144,9 @@ class SessionRegistry:
             observer(session)
         except Exception as error:  # an observer must not break the session
             self._events.emit("observer.error", device_id=session.device_id, reason=repr(error))
+
+
+def _without(observers: tuple, observer) -> tuple:
+    """C{observers} without the first C{observer}; C{ValueError} if it is not there (as list.remove)."""
+    index = observers.index(observer)
+    return observers[:index] + observers[index + 1 :]

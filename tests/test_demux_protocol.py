@@ -68,6 +68,19 @@ class HandoffTests(unittest.TestCase):
         delegate, _ = self.check_stream_reaches_handler(stream, ConnectionKind.SSH, [len(stream)])
         self.assertEqual(delegate.connection.initial_bytes, b"")
 
+    def test_handed_off_connection_carries_both_addresses(self):
+        for kind, stream, pinned in (
+            (ConnectionKind.SSH, samples.SSH_BANNERS["cisco-ios"], None),
+            (ConnectionKind.TLS_SILENT, b"", ConnectionKind.TLS_SILENT),
+        ):
+            factory, clock, log, handlers = make_factory(pinned_kind=pinned)
+            proto, transport = connect(factory, host="198.51.100.4", port=40001)
+            if stream:
+                proto.dataReceived(stream)
+            [delegate] = handlers[kind].protocols
+            self.assertEqual(delegate.connection.peer, IPv4Address("TCP", "198.51.100.4", 40001))
+            self.assertEqual(delegate.connection.host, transport.getHost())
+
     def test_ssh_stream_odd_splits(self):
         stream = b"notice\r\n" + samples.SSH_BANNERS["cisco-ios"] + samples.BINARY_AFTER_BANNER
         for sizes in ([3, 7, 1], [13], [2, 50], [len(stream)]):

@@ -83,6 +83,9 @@ class Metrics:
         # prometheus_client's labels() takes a lock and builds its key on
         # every call.
         self._classified: Dict[str, Any] = {}
+        # The same, by transport, for session.up and session.lost.
+        self._opened: Dict[Any, Any] = {}
+        self._lost: Dict[Any, Any] = {}
 
     def observe(self, event: Dict[str, Any]) -> None:
         name = event.get("event", "")
@@ -102,13 +105,22 @@ class Metrics:
             self.connections.labels("none", "rejected").inc()
             self.failures.labels("rejected-" + rejection_category(event.get("reason"))).inc()
         elif name == "session.up":
-            self.sessions_opened.labels(str(event.get("transport") or "unknown")).inc()
+            self._child(self._opened, self.sessions_opened, event.get("transport")).inc()
         elif name == "session.lost":
-            self.sessions_lost.labels(str(event.get("transport") or "unknown")).inc()
+            self._child(self._lost, self.sessions_lost, event.get("transport")).inc()
         else:
             mapped = states.state_for_event(name, event.get("reason"))
             if mapped is not None and mapped[0] == states.FAILED and mapped[1]:
                 self.failures.labels(mapped[1]).inc()
+
+    @staticmethod
+    def _child(cache: Dict[Any, Any], metric, transport: Any):
+        child = cache.get(transport)
+        if child is None:
+            child = metric.labels(str(transport or "unknown"))
+            if len(cache) < 64 and type(transport) in (str, type(None)):
+                cache[transport] = child
+        return child
 
     def rpc_done(self, protocol: str, outcome: str, seconds: float) -> None:
         self.rpcs.labels(protocol, outcome).inc()

@@ -86,6 +86,7 @@ class DemuxProtocol(protocol.Protocol):
         self._accepted_at = 0.0
         self._done = False  # decided, refused or lost: no more classification
         self._peer_text = "?"
+        self._peer = None  # the address from connectionMade, for the handoff
 
     # -- connection start ------------------------------------------------
 
@@ -93,7 +94,7 @@ class DemuxProtocol(protocol.Protocol):
         factory = self.factory
         clock = factory.clock
         self._accepted_at = clock.seconds()
-        peer = self.transport.getPeer()
+        peer = self._peer = self.transport.getPeer()
         self._peer_text = format_address(peer)
         factory.events.emit(
             "connection.accepted",
@@ -189,7 +190,9 @@ class DemuxProtocol(protocol.Protocol):
             connection_id=self.connection_id,
             kind=kind,
             transport=transport,
-            peer=transport.getPeer(),
+            # The transport builds a new address object per getPeer();
+            # the one read at accept is the same address.
+            peer=self._peer if self._peer is not None else transport.getPeer(),
             host=transport.getHost(),
             initial_bytes=decision.data,
             listener=factory.listener_name,

@@ -553,6 +553,11 @@ class Inventory:
         L{Identity}, a device id, or a fingerprint; C{address}: a host or
         C{host:port}.  Synchronous and cheap: for every connection.
         """
+        if not self._identity_throttle and not self._address_throttle:
+            # Nobody has failed (the usual case): no key to look up.  The
+            # identity is still checked, as _identity_keys would.
+            if identity is None or isinstance(identity, (str, Identity)):
+                return None
         for key in self._identity_keys(identity):
             remaining = self._identity_throttle.remaining(key)
             if remaining:
