@@ -70,7 +70,10 @@ class SharedTimers:
         self._firing = False
 
     def callLater(self, delay: float, f: Callable, *args: Any) -> SharedCall:
-        when = self._clock.seconds() + delay
+        return self.callAt(self._clock.seconds() + delay, f, *args)
+
+    def callAt(self, when: float, f: Callable, *args: Any) -> SharedCall:
+        """Call C{f(*args)} at the clock's time C{when} (at once, on the next turn, if past)."""
         call = SharedCall(self, when, f, args)
         heapq.heappush(self._heap, (when, next(self._order), call))
         self._active += 1

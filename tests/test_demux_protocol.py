@@ -176,6 +176,54 @@ class TimerTests(unittest.TestCase):
         [rejected] = log.named("connection.rejected")
         self.assertIn("not classified in time (1 bytes read)", rejected["reason"])
 
+    def test_classify_timeout_exact_after_the_silence_timer(self):
+        # One timer at a time per connection; the classification timeout
+        # still falls at accept + classify_timeout exactly.
+        from callhome_mux.timers import shared_timers
+
+        factory, clock, log, handlers = make_factory(DemuxSettings(silence_timeout=0.3, classify_timeout=0.7))
+        clock.advance(0.1)
+        proto, transport = connect(factory)
+        self.assertEqual(len(shared_timers(clock)), 1)
+        proto.dataReceived(b"S")
+        clock.advance(0.3)
+        self.assertEqual(len(shared_timers(clock)), 1)
+        [timer] = clock.getDelayedCalls()
+        self.assertEqual(timer.getTime(), 0.1 + 0.7)
+        clock.advance(0.7 - 0.3 - 1e-9)
+        self.assertEqual(log.named("connection.rejected"), [])
+        clock.advance(1e-9)
+        [rejected] = log.named("connection.rejected")
+        self.assertIn("not classified in time (1 bytes read)", rejected["reason"])
+        self.assertEqual(len(shared_timers(clock)), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_unvalidated_timeouts_in_either_order(self):
+        # DemuxSettings validation refuses these; built directly, they act
+        # as two separate timers did.
+        for silence, classify, bytes_first, outcome in (
+            (2.0, 2.0, False, "tls-silent"),  # both due: silence first
+            (2.0, 2.0, True, "rejected"),
+            (3.0, 1.0, False, "rejected"),  # the classification timeout first
+        ):
+            settings = DemuxSettings(silence_timeout=1.0, classify_timeout=10.0)
+            object.__setattr__(settings, "silence_timeout", silence)  # a frozen dataclass
+            object.__setattr__(settings, "classify_timeout", classify)
+            factory, clock, log, handlers = make_factory(settings)
+            proto, transport = connect(factory)
+            if bytes_first:
+                proto.dataReceived(b"S")
+            clock.advance(min(silence, classify) - 0.01)
+            self.assertEqual(log.named("connection.classified") + log.named("connection.rejected"), [])
+            clock.advance(0.01)
+            if outcome == "tls-silent":
+                [classified] = log.named("connection.classified")
+                self.assertEqual(classified["kind"], "tls-silent")
+            else:
+                [rejected] = log.named("connection.rejected")
+                self.assertIn("not classified in time", rejected["reason"])
+            self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_decision_cancels_timers(self):
         factory, clock, log, handlers = make_factory()
         proto, transport = connect(factory)

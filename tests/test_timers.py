@@ -26,6 +26,24 @@ class SharedTimersTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.timers), 0)
 
+    def test_call_at_a_time(self):
+        clock = task.Clock()
+        timers = SharedTimers(clock)
+        clock.advance(0.25)
+        ran = []
+        at = timers.callAt(1.0, ran.append, "at")
+        timers.callLater(0.75, ran.append, "later")
+        self.assertEqual(at.getTime(), 1.0)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0.75 - 1e-9)
+        self.assertEqual(ran, [])
+        clock.advance(1e-9)
+        self.assertEqual(ran, ["at", "later"])  # same time: in the order started
+        timers.callAt(0.5, ran.append, "past")
+        clock.advance(0)
+        self.assertEqual(ran, ["at", "later", "past"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_cancel_and_active(self):
         first = self.timers.callLater(1.0, self.ran.append, "first")
         second = self.timers.callLater(3.0, self.ran.append, "second")

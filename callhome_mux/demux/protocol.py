@@ -82,7 +82,7 @@ class DemuxProtocol(protocol.Protocol):
         self.kind: Optional[ConnectionKind] = None
         self._classifier: Optional[Classifier] = None
         self._delegate: Optional[IProtocol] = None
-        self._timers = []
+        self._timer = None  # the silence, then the classification timeout
         self._accepted_at = 0.0
         self._done = False  # decided, refused or lost: no more classification
         self._peer_text = "?"
@@ -117,13 +117,14 @@ class DemuxProtocol(protocol.Protocol):
             return
         settings = factory.settings
         self._classifier = Classifier(settings)
-        # Nearly always cancelled within milliseconds: shared timers, not
-        # two reactor DelayedCalls per connection (callhome_mux.timers).
-        timers = shared_timers(clock)
-        self._timers = [
-            timers.callLater(settings.silence_timeout, self._silence),
-            timers.callLater(settings.classify_timeout, self._timeout),
-        ]
+        # Nearly always cancelled within milliseconds: a shared timer, not
+        # reactor DelayedCalls (callhome_mux.timers); one at a time, the
+        # silence timeout first, then the classification timeout (at the
+        # time it would have had if started now).
+        if settings.silence_timeout <= settings.classify_timeout:
+            self._timer = shared_timers(clock).callLater(settings.silence_timeout, self._silence_timer)
+        else:  # (settings refuse this; as two timers would have run it)
+            self._timer = shared_timers(clock).callLater(settings.classify_timeout, self._timeout)
 
     # -- bytes -----------------------------------------------------------
 
@@ -138,12 +139,23 @@ class DemuxProtocol(protocol.Protocol):
         if decision is not None:
             self._decided(decision)
 
-    def _silence(self) -> None:
+    def _silence_timer(self) -> None:
+        self._timer = None
+        settings = self.factory.settings
         decision = self._classifier.silence()
         if decision is not None:
             self._decided(decision)
+        if self._done:
+            return
+        if settings.classify_timeout <= settings.silence_timeout:
+            self._timeout()  # both due now: silence first, as two timers ran
+        else:
+            self._timer = shared_timers(self.factory.clock).callAt(
+                self._accepted_at + settings.classify_timeout, self._timeout
+            )
 
     def _timeout(self) -> None:
+        self._timer = None
         if not self._done:
             self._decided(self._classifier.timeout())
 
@@ -266,10 +278,10 @@ class DemuxProtocol(protocol.Protocol):
         )
 
     def _cancel_timers(self) -> None:
-        for timer in self._timers:
-            if timer.active():
-                timer.cancel()
-        self._timers = []
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()  # a no-op once it has run
 
 
 class DemuxFactory(protocol.Factory):
