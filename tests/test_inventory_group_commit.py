@@ -16,23 +16,11 @@ from callhome_mux.inventory import state as states
 from callhome_mux.inventory.model import Device
 from callhome_mux.sessions import SessionRegistry
 
-from tests.test_inventory_helpers import InventoryTestMixin, ssh_fp
+from tests.test_inventory_helpers import FakeSession, InventoryTestMixin, ssh_fp
 
 R1 = Device("r1", ssh_host_keys=(ssh_fp("r1"),))
 R2 = Device("r2", ssh_host_keys=(ssh_fp("r2"),))
 
-
-class FakeSession:
-    def __init__(self, device_id, details):
-        self.device_id = device_id
-        self.details = details
-        self._lost = defer.Deferred()
-
-    def whenLost(self):
-        return self._lost
-
-    def close(self, reason="closed"):
-        pass
 
 
 class GroupCommitTests(InventoryTestMixin, unittest.TestCase):

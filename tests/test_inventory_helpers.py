@@ -74,3 +74,18 @@ class InventoryTestMixin:
     def last(self, name):
         matching = [event for event in self.events if event["event"] == name]
         return matching[-1] if matching else None
+
+
+class FakeSession:
+    """A registered session's face to the registry: details, whenLost, close (which loses it)."""
+
+    def __init__(self, device_id, details):
+        self.device_id = device_id
+        self.details = details
+        self._lost = defer.Deferred()
+
+    def whenLost(self):
+        return self._lost
+
+    def close(self, reason="closed"):
+        self._lost.callback(None)

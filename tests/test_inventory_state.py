@@ -11,22 +11,10 @@ from callhome_mux.inventory.inventory import address_host
 from callhome_mux.inventory.model import Device
 from callhome_mux.inventory.throttle import BackOff, Throttle
 
-from tests.test_inventory_helpers import InventoryTestMixin, ssh_fp, ssh_identity
+from tests.test_inventory_helpers import FakeSession, InventoryTestMixin, ssh_fp, ssh_identity
 
 R1 = Device("r1", ssh_host_keys=(ssh_fp("r1"),))
 
-
-class FakeSession:
-    def __init__(self, device_id, details):
-        self.device_id = device_id
-        self.details = details
-        self._lost = defer.Deferred()
-
-    def whenLost(self):
-        return self._lost
-
-    def close(self, reason="closed"):
-        self._lost.callback(None)
 
 
 class EventMappingTests(unittest.TestCase):
