@@ -45,7 +45,7 @@ from callhome_mux.inventory.identity import (
 from callhome_mux.inventory.model import Credentials, Device, DeviceDirectory
 from callhome_mux.inventory.settings import InventorySettings
 from callhome_mux.inventory.state import DeviceState
-from callhome_mux.inventory.store import InventoryStore, Snapshot, remember_shared_json
+from callhome_mux.inventory.store import InventoryStore, Snapshot
 from callhome_mux.inventory.throttle import BackOff, Throttle
 from callhome_mux.settings import ConfigError
 
@@ -689,8 +689,13 @@ class Inventory:
         return self.store.flush()
 
     def prune(self) -> defer.Deferred:
-        """Age retention now; fires with the number of events removed."""
-        return self.store.prune_history(self.clock.seconds() - self.settings.history_max_age)
+        """
+        Age retention now; fires with the number of events removed.  Also
+        deletes the capability sets no state names any more.
+        """
+        pruned = self.store.prune_history(self.clock.seconds() - self.settings.history_max_age)
+        self.store.collect_capability_sets().addErrback(self._store_failed, "collecting unused capability sets")
+        return pruned
 
     def _start_pruning(self) -> None:
         self._pruner = task.LoopingCall(self._prune_quietly)
@@ -864,7 +869,7 @@ def _plain_fields(fields: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # Devices of one model report the same capability list: their states share
-# one JSON-able copy (and its JSON, see store.details_json) instead of each
+# one JSON-able copy (and its JSON, see capability_sets) instead of each
 # holding its own.  Keyed by the session's (shared, immutable) tuple.
 _SHARED_LISTS: Dict[tuple, list] = {}
 _SHARED_LISTS_MAX = 256
@@ -887,7 +892,6 @@ def _shared_list(value: tuple) -> list:
             _SHARED_LISTS.clear()
             _SHARED_BY_ID.clear()
         _SHARED_LISTS[value] = shared
-        remember_shared_json(shared)
     if len(_SHARED_BY_ID) >= _SHARED_LISTS_MAX:
         _SHARED_BY_ID.clear()
     _SHARED_BY_ID[id(value)] = (value, shared)

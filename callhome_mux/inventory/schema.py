@@ -10,10 +10,43 @@ mid-migration leaves the previous version intact.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
-from typing import List, Tuple
+from typing import Callable, List, Tuple, Union
 
-MIGRATIONS: List[Tuple[str, ...]] = [
+#: A migration step: an SQL statement, or a function of the connection
+#: (for what SQL alone cannot do), run inside the migration's transaction.
+Step = Union[str, Callable[[sqlite3.Connection], None]]
+
+
+def _v3_capability_sets(connection: sqlite3.Connection) -> None:
+    """
+    Version 3: each state's capability list goes to C{capability_sets}
+    (once per distinct list, under the SHA-256 of its JSON text) and the
+    state row names it.  Self-contained on purpose: a released migration
+    must not change when the code it once called does.
+    """
+    rows = connection.execute("SELECT device_id, details FROM device_state").fetchall()
+    for device_id, text in rows:
+        try:
+            details = json.loads(text)
+        except ValueError:
+            continue  # left as it is: the loader reads what it can
+        if not isinstance(details, dict) or not isinstance(details.get("capabilities"), list):
+            continue
+        capabilities = json.dumps(details.pop("capabilities"), sort_keys=True, default=str)
+        digest = hashlib.sha256(capabilities.encode("utf-8")).hexdigest()
+        connection.execute(
+            "INSERT OR IGNORE INTO capability_sets (digest, capabilities) VALUES (?, ?)", (digest, capabilities)
+        )
+        connection.execute(
+            "UPDATE device_state SET details = ?, capability_set = ? WHERE device_id = ?",
+            (json.dumps(details, sort_keys=True, default=str), digest, device_id),
+        )
+
+
+MIGRATIONS: List[Tuple[Step, ...]] = [
     # 0 -> 1: devices added at runtime, pending identities, per-device history.
     (
         "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -38,6 +71,26 @@ MIGRATIONS: List[Tuple[str, ...]] = [
         "CREATE INDEX history_by_device ON history (device_id, id)",
         "CREATE INDEX history_by_time ON history (time)",
         "ALTER TABLE pending ADD COLUMN verified INTEGER NOT NULL DEFAULT 1",
+    ),
+    # 2 -> 3: capability lists stored once and named by the state rows
+    # (a state write no longer rewrites ~3.4 KB); history without
+    # AUTOINCREMENT (nothing needs ids never reused: rows are ordered by id
+    # within a device, and a new row's id is still above every row in the
+    # table; AUTOINCREMENT cost an sqlite_sequence update per insert).
+    # The history is copied with its ids.
+    (
+        "CREATE TABLE capability_sets (digest TEXT PRIMARY KEY, capabilities TEXT NOT NULL)",
+        "ALTER TABLE device_state ADD COLUMN capability_set TEXT",
+        _v3_capability_sets,
+        "CREATE TABLE history_v3 ("
+        " id INTEGER PRIMARY KEY, device_id TEXT NOT NULL,"
+        " time REAL NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL)",
+        "INSERT INTO history_v3 (id, device_id, time, event, data) SELECT id, device_id, time, event, data FROM history",
+        "DROP TABLE history",
+        "DELETE FROM sqlite_sequence WHERE name = 'history'",
+        "ALTER TABLE history_v3 RENAME TO history",
+        "CREATE INDEX history_by_device ON history (device_id, id)",
+        "CREATE INDEX history_by_time ON history (time)",
     ),
 ]
 
@@ -69,8 +122,11 @@ def migrate(connection: sqlite3.Connection, target: int = CURRENT_VERSION) -> Tu
         try:
             if schema_version(connection) != version:
                 raise SchemaError("schema changed under us during migration")
-            for statement in MIGRATIONS[version]:
-                connection.execute(statement)
+            for step in MIGRATIONS[version]:
+                if callable(step):
+                    step(connection)
+                else:
+                    connection.execute(step)
             connection.execute("UPDATE schema_version SET version = ?", (version + 1,))
             connection.commit()
         except BaseException:

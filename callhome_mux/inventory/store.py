@@ -24,8 +24,11 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from callhome_mux.inventory import capability_sets
+from callhome_mux.inventory.capability_sets import CapabilitySets
 from callhome_mux.inventory.codec import device_from_json, device_to_json
 from callhome_mux.inventory.identity import PendingDevice
+from callhome_mux.inventory.jsontext import encode as _encode
 from callhome_mux.inventory.model import Device
 from callhome_mux.inventory.schema import migrate
 from callhome_mux.inventory.state import DeviceState
@@ -83,6 +86,8 @@ class InventoryStore:
         # Count retention: rows added per device since its last trim.
         self._added_since_trim: Dict[str, int] = {}
         self._to_trim: set = set()
+        # Used in the database thread only (batches never overlap).
+        self._capability_sets = CapabilitySets()
 
     @classmethod
     def open(cls, path: str, history_max_events: int = 1000, reactor=None, clock=None,
@@ -262,6 +267,10 @@ class InventoryStore:
         """Age retention; fires with the number of rows removed."""
         return self._submit(lambda c: c.execute("DELETE FROM history WHERE time < ?", (older_than,)).rowcount)
 
+    def collect_capability_sets(self) -> defer.Deferred:
+        """Delete the capability sets no state names any more; fires with how many."""
+        return self._submit(self._capability_sets.collect)
+
     def delete_history(self, device_id: str) -> defer.Deferred:
         return self._submit(lambda c: c.execute("DELETE FROM history WHERE device_id = ?", (device_id,)))
 
@@ -327,6 +336,7 @@ class InventoryStore:
         batch, self._queue = self._queue, []
         self._busy = True
         keep = self.history_max_events
+        sets = self._capability_sets
 
         def run(cursor):
             # One transaction for the batch (one fsync), a savepoint per
@@ -337,9 +347,10 @@ class InventoryStore:
             if buffered is not None:
                 cursor.execute("SAVEPOINT buffered")
                 try:
-                    _write_buffered(cursor, buffered[0], buffered[1], buffered[2], keep)
+                    _write_buffered(cursor, sets, buffered[0], buffered[1], buffered[2], keep)
                 except Exception:
                     cursor.execute("ROLLBACK TO buffered")
+                    sets.forget_written()
                     buffered_result = Failure()
                 cursor.execute("RELEASE buffered")
             results = []
@@ -368,6 +379,7 @@ class InventoryStore:
         def failed(reason):
             # One transaction per batch: nothing of it was committed.
             self._busy = False
+            sets.forget_written()
             if buffered is not None:
                 self._buffered_done(buffered[3], reason)
             for _, d in batch:
@@ -397,47 +409,32 @@ class InventoryStore:
         return d
 
 
-_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
-def _make_encode() -> Callable[[Any], str]:
-    """
-    C{_JSON.encode}, with the C encoder made once instead of once per call.
-
-    C{JSONEncoder.encode} builds a new C{c_make_encoder} object (and a
-    markers dict) for every value: half of the ~2.4 us it takes for a
-    history row's fields.  This one keeps no markers (what is written is a
-    C{_plain} copy: plain dicts, lists and scalars, no cycles) and gives the
-    same text: sorted keys, C{str} for anything else, the same separators.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return _JSON.encode
-    encoder = make(
-        None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", True, False, True
-    )
-    join = "".join
-
-    def encode(value: Any) -> str:
-        return join(encoder(value, 0))
-
-    return encode
-
-
-_encode = _make_encode()
-
-
-def _write_buffered(cursor: sqlite3.Cursor, states: List[DeviceState], history, trim: List[str], keep: int) -> None:
+def _write_buffered(cursor: sqlite3.Cursor, sets: CapabilitySets, states: List[DeviceState], history,
+                    trim: List[str], keep: int) -> None:
     if states:
+        rows = []
+        capability_lists: Dict[str, str] = {}
+        split = sets.split
+        for s in states:
+            details, digest, capabilities = split(s.details)
+            if digest is not None:
+                capability_lists[digest] = capabilities
+            rows.append((s.device_id, s.state, s.reason, s.since, s.last_seen, s.last_address, s.transport, details,
+                         digest))
+        # The sets first: a state row never names a set that is not there.
+        if capability_lists:
+            sets.write(cursor, capability_lists)
         # An upsert updates the row in place: ~3x cheaper than INSERT OR
         # REPLACE (a delete and an insert) for a device seen before.
         cursor.executemany(
-            "INSERT INTO device_state (device_id, state, reason, since, last_seen, last_address, transport, details)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,"
-            " reason = excluded.reason, since = excluded.since, last_seen = excluded.last_seen,"
-            " last_address = excluded.last_address, transport = excluded.transport, details = excluded.details",
-            [(s.device_id, s.state, s.reason, s.since, s.last_seen, s.last_address, s.transport,
-              details_json(s.details)) for s in states],
+            "INSERT INTO device_state (device_id, state, reason, since, last_seen, last_address, transport, details,"
+            " capability_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+            " state = excluded.state, reason = excluded.reason, since = excluded.since,"
+            " last_seen = excluded.last_seen, last_address = excluded.last_address, transport = excluded.transport,"
+            " details = excluded.details, capability_set = excluded.capability_set",
+            rows,
         )
     if history:
         encode = _encode
@@ -455,28 +452,9 @@ def _write_buffered(cursor: sqlite3.Cursor, states: List[DeviceState], history, 
         )
 
 
-# The JSON of capability lists shared between devices (see
-# Inventory._plain): encoded once, not once per state write.
-_SHARED_JSON: Dict[int, Tuple[Any, str]] = {}
-
-
-def remember_shared_json(value: Any) -> None:
-    """Encode C{value} (a list shared by many states' details) once, for L{details_json}."""
-    if len(_SHARED_JSON) >= 256:
-        _SHARED_JSON.clear()
-    # Keyed by identity; the value is kept alive with its encoding.
-    _SHARED_JSON[id(value)] = (value, _encode(value))
-
-
 def details_json(details: Dict[str, Any]) -> str:
-    """C{details} as JSON, with a shared capability list's encoding reused."""
-    capabilities = details.get("capabilities")
-    shared = _SHARED_JSON.get(id(capabilities)) if capabilities is not None else None
-    if shared is None or shared[0] is not capabilities:
-        return _encode(details)
-    rest = _encode({key: value for key, value in details.items() if key != "capabilities"})
-    separator = ", " if len(rest) > 2 else ""
-    return rest[:-1] + separator + '"capabilities": ' + shared[1] + "}"
+    """C{details} as JSON, whole (as schema version 2 stored it; version 3 keeps the capability list apart)."""
+    return _encode(details)
 
 
 def _load(cursor: sqlite3.Cursor) -> Snapshot:
@@ -494,11 +472,15 @@ def _load(cursor: sqlite3.Cursor) -> Snapshot:
     ).fetchall()
     for row in rows:
         snapshot.pending.append(PendingDevice(*row[:10], verified=bool(row[10])))
+    sets = capability_sets.read_all(cursor, json.loads)
     rows = cursor.execute(
-        "SELECT device_id, state, reason, since, last_seen, last_address, transport, details FROM device_state"
+        "SELECT device_id, state, reason, since, last_seen, last_address, transport, details, capability_set"
+        " FROM device_state"
     ).fetchall()
-    for device_id, state, reason, since, last_seen, last_address, transport, details in rows:
+    join = capability_sets.join
+    for device_id, state, reason, since, last_seen, last_address, transport, details, capability_set in rows:
         snapshot.states[device_id] = DeviceState(
-            device_id, state, reason, since, last_seen, last_address, transport, json.loads(details)
+            device_id, state, reason, since, last_seen, last_address, transport,
+            join(json.loads(details), sets.get(capability_set) if capability_set is not None else None),
         )
     return snapshot
