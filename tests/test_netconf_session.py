@@ -806,3 +806,18 @@ class ReplyErrorDetectionTests(ScriptedMixin, TestCase):
                            b"<error-severity>error</error-severity></rpc-error>")
         self.client.dataReceived(encode_chunked(body.decode().encode("utf-16")))
         self.assertEqual(self.failureResultOf(pending, RPCError).value.tag, "in-use")
+
+
+class IdleMemoryTests(InMemoryMixin, TestCase):
+    """What an idle session keeps (bench/hold.py: thousands of them per process)."""
+
+    def test_idle_session_attributes_share_keys(self):
+        # CPython 3.11 keeps up to 29 instance attributes in an array whose
+        # keys all instances of the class share; the 30th gives the instance
+        # a dict of its own, ~1.3 KiB more per session.  Rarely set
+        # attributes are class defaults until they are set.
+        self.connect()
+        d = self.client.session.rpc(b"<get-config><source><running/></source></get-config>")
+        self.pump.flush()
+        self.successResultOf(d)
+        self.assertLessEqual(len(vars(self.client)), 29, sorted(vars(self.client)))

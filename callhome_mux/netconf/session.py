@@ -152,6 +152,20 @@ class NetconfClientProtocol(Protocol):
     #: A message still incomplete after this many bytes is parsed as it arrives.
     stream_after = _STREAM_AFTER
 
+    # Set only when something happens (class defaults until then).  CPython
+    # 3.11 stores up to 29 instance attributes in a compact, key-sharing
+    # array; one more and the instance gets a dict of its own: ~1.6 instead
+    # of ~0.3 KiB per session (tests/test_netconf_session.py,
+    # test_idle_session_attributes_share_keys).
+    #: Abandoned RPCs' ids, made on the first one (an empty set and deque
+    #: are ~0.9 KiB per idle session).
+    _abandoned: Optional[Set[str]] = None
+    _abandoned_order: Optional[Deque[str]] = None
+    _ready_failure: Optional[Exception] = None
+    _lost_reason: Optional[str] = None
+    _end_reason: Optional[str] = None
+    _subscriber: Optional[Callable[[Any], None]] = None
+
     def __init__(
         self,
         events: Optional[EventBus] = None,
@@ -190,16 +204,8 @@ class NetconfClientProtocol(Protocol):
         self._processing = False
         self._ids = itertools.count(1)
         self._pending: Dict[str, _Pending] = {}
-        # Made on the first abandoned RPC: an empty set and deque are ~0.9
-        # KiB, per idle session (bench/hold.py, tracemalloc).
-        self._abandoned: Optional[Set[str]] = None
-        self._abandoned_order: Optional[Deque[str]] = None
         self._ready_waiters: List[defer.Deferred] = []
-        self._ready_failure: Optional[Exception] = None
         self._lost_waiters: List[defer.Deferred] = []
-        self._lost_reason: Optional[str] = None
-        self._end_reason: Optional[str] = None
-        self._subscriber: Optional[Callable[[Any], None]] = None
 
     # -- what the transport layer and applications use --------------------
 
