@@ -1,7 +1,7 @@
 """
-Large messages parsed while they arrive, in the reactor thread or in the
-parse worker thread (real reactor, real thread; no sleeping: the tests wait
-on Deferreds).
+Large messages parsed in the parse worker thread once complete, or in the
+reactor thread while they arrive (real reactor, real thread; no sleeping:
+the tests wait on Deferreds).
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from callhome_mux.events import EventBus
+from callhome_mux.netconf import parse_stream, xmlsafe
 from callhome_mux.netconf.errors import SessionLostError, UnsafeXMLError
 from callhome_mux.netconf.framing import encode_chunked, encode_eom
-from callhome_mux.netconf.namespaces import BASE_1_1, BASE_NS, qn
-from callhome_mux.netconf.parse_stream import InlineStream, ParseWorker, ThreadedStream
+from callhome_mux.netconf.namespaces import BASE_1_0, BASE_1_1, BASE_NS, qn
+from callhome_mux.netconf.parse_stream import InlineStream, ParseWorker, WorkerParse
 from callhome_mux.netconf.session import NetconfClientProtocol, hello_message
+from callhome_mux.netconf.settings import NetconfSettings
 
 DOCUMENT = (b'<rpc-reply xmlns="' + BASE_NS.encode() + b'" message-id="1"><data>'
             + b"".join(b"<n>%d</n>" % i for i in range(2000)) + b"</data></rpc-reply>")
@@ -53,65 +55,153 @@ class StreamTests(TestCase):
 
         return worker_drained(worker).addCallback(check)
 
-    def test_threaded_stream_gives_the_tree(self):
-        stream = ThreadedStream(reactor, 64, ParseWorker())
-        *head, last = pieces(DOCUMENT, 1000)
-        for piece in head:
-            stream.feed(piece)
-        d = stream.finish(last)
+    def test_worker_parse_gives_the_tree(self):
+        d = WorkerParse(reactor, DOCUMENT, ParseWorker()).result
         return d.addCallback(lambda root: self.assertEqual(len(root.find(qn("data"))), 2000))
 
-    def test_inline_and_threaded_refuse_the_same(self):
+    def test_inline_and_worker_refuse_the_same(self):
+        """The worker refuses what xmlsafe.parse refuses, with its words; inline streaming refuses it too."""
         bad = [DOCUMENT.replace(b"</data>", b"</date>"),
-               b'<!DOCTYPE r [<!ENTITY e "x">]>' + DOCUMENT.replace(b"<n>1</n>", b"<n>&e;</n>")]
+               b'<!DOCTYPE r [<!ENTITY e "x">]>' + DOCUMENT.replace(b"<n>1</n>", b"<n>&e;</n>"),
+               DOCUMENT[:-3]]
         results = []
         for document in bad:
-            for stream in (InlineStream(64), ThreadedStream(reactor, 64, ParseWorker())):
-                try:
-                    *head, last = pieces(document, 700)
-                    for piece in head:
-                        stream.feed(piece)
-                    d = stream.finish(last)
-                except UnsafeXMLError:
-                    d = defer.fail()
-                results.append(self.assertFailure(d, UnsafeXMLError))
+            with self.assertRaises(UnsafeXMLError) as raised:
+                xmlsafe.parse(document)
+            expected = str(raised.exception)
+            stream = InlineStream(64)
+            try:
+                *head, last = pieces(document, 700)
+                for piece in head:
+                    stream.feed(piece)
+                d = stream.finish(last)
+            except UnsafeXMLError:
+                d = defer.fail()
+            results.append(self.assertFailure(d, UnsafeXMLError))
+            worker = self.assertFailure(WorkerParse(reactor, document, ParseWorker()).result, UnsafeXMLError)
+            worker.addCallback(lambda error, expected=expected: self.assertEqual(str(error), expected))
+            results.append(worker)
         return defer.gatherResults(results)
 
-    def test_abandoned_stream_reports_nothing(self):
+    def test_abandoned_parse_is_skipped_and_reports_nothing(self):
+        import threading
+
         worker = ParseWorker()
-        stream = ThreadedStream(reactor, 64, worker)
-        stream.feed(DOCUMENT[:5000])
-        finished = stream.finish(DOCUMENT[5000:])
-        stream.abandon()
+        release = threading.Event()
+        worker.submit(release.wait)
+        parsed = []
+        self.patch(xmlsafe, "parse", lambda *args: parsed.append(args))
+        job = WorkerParse(reactor, DOCUMENT, worker)
+        job.abandon()
+        release.set()
 
         def check(_):
-            # finish() was queued before abandon(), so it still reports; a stream
-            # abandoned before finish() does not.
-            self.assertTrue(finished.called)
-            second = ThreadedStream(reactor, 64, worker)
-            second.feed(DOCUMENT[:5000])
-            second.abandon()
-            later = second.finish(DOCUMENT[5000:])
-            return worker_drained(worker).addCallback(lambda _: worker_drained(worker)).addCallback(
-                lambda _: self.assertFalse(later.called))
+            self.assertEqual(parsed, [], "an abandoned parse is not run")
+            self.assertFalse(job.result.called)
 
         return worker_drained(worker).addCallback(lambda _: worker_drained(worker)).addCallback(check)
+
+    def test_worker_has_a_parser_of_its_own(self):
+        """lxml parses one document at a time per parser: the reactor's must never wait for the worker's."""
+        worker = ParseWorker()
+        seen = []
+        worker.submit(lambda: seen.extend([parse_stream._worker_parser(), parse_stream._worker_parser()]))
+
+        def check(_):
+            self.assertIsNot(seen[0], xmlsafe._PARSER)
+            self.assertIs(seen[0], seen[1], "one parser per thread, made once")
+
+        return worker_drained(worker).addCallback(check)
+
+
+class RecordingWorker(ParseWorker):
+    """A parse worker that counts what it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.jobs = 0
+
+    def submit(self, function, *args):
+        self.jobs += 1
+        super().submit(function, *args)
 
 
 class ThreadedProtocolTests(TestCase):
     """The protocol with parse_threads: order and failures as in the reactor thread."""
 
-    def start(self):
+    def start(self, base=BASE_1_1, settings=None):
         self.clock = task.Clock()
         self.events = []
         bus = EventBus(clock=self.clock)
         bus.addObserver(self.events.append)
-        self.client = NetconfClientProtocol(bus, clock=self.clock, parse_threads=reactor)
+        self.worker = RecordingWorker()
+        self.patch(parse_stream, "WORKER", self.worker)
+        self.client = NetconfClientProtocol(bus, settings=settings, clock=self.clock, parse_threads=reactor)
         self.client.stream_after = 256
         self.transport = StringTransport()
         self.client.makeConnection(self.transport)
-        self.client.dataReceived(encode_eom(hello_message([BASE_1_1], 3)))
+        self.client.dataReceived(encode_eom(hello_message([base], 3)))
         return self.successResultOf(self.client.whenReady())
+
+    def test_large_reply_parsed_in_the_worker_once_complete(self):
+        session = self.start()
+        pending = session.rpc(b"<get/>")
+        stream = encode_chunked(DOCUMENT, 3000)
+        for piece in pieces(stream[:-1], 4096):
+            self.client.dataReceived(piece)
+        self.assertEqual(self.worker.jobs, 0, "nothing parsed before the last byte")
+        self.assertIsNone(self.client._stream, "not parsed while it arrives")
+        self.client.dataReceived(stream[-1:])
+        self.assertEqual(self.worker.jobs, 1, "one whole-message parse")
+        self.assertNoResult(pending)
+        return pending.addCallback(lambda reply: self.assertEqual(len(reply.find(qn("data"))), 2000))
+
+    def test_small_reply_parsed_in_the_reactor_thread(self):
+        session = self.start()
+        pending = session.rpc(b"<commit/>")
+        self.client.dataReceived(encode_chunked(b'<rpc-reply xmlns="' + BASE_NS.encode() + b'" message-id="1"><ok/></rpc-reply>'))
+        self.successResultOf(pending)
+        self.assertEqual(self.worker.jobs, 0)
+
+    def test_large_base10_reply_parsed_in_the_worker(self):
+        """base:1.0 messages were never streamed; a large one no longer blocks the reactor either."""
+        session = self.start(base=BASE_1_0)
+        pending = session.rpc(b"<get/>")
+        for piece in pieces(encode_eom(DOCUMENT), 4096):
+            self.client.dataReceived(piece)
+        self.assertEqual(self.worker.jobs, 1)
+        self.assertNoResult(pending)
+        return pending.addCallback(lambda reply: self.assertEqual(len(reply.find(qn("data"))), 2000))
+
+    def test_oversized_message_refused_at_its_chunk_header(self):
+        """The pieces wait in the decoder, but max_message_size is still enforced before the data."""
+        session = self.start(settings=NetconfSettings(max_message_size=10_000))
+        pending = session.rpc(b"<get/>")
+        self.client.dataReceived(b"\n#6000\n" + DOCUMENT[:6000])
+        self.assertNoResult(pending)
+        self.client.dataReceived(b"\n#6000\n")
+        self.failureResultOf(pending, SessionLostError)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.worker.jobs, 0)
+        [event] = [e for e in self.events if e.get("event") == "netconf.protocol.error"] or [None]
+        self.assertIn("exceeds the limit of 10000", event["reason"])
+
+    def test_connection_lost_while_the_worker_parses(self):
+        import threading
+
+        session = self.start()
+        release = threading.Event()
+        self.worker.submit(release.wait)
+        pending = session.rpc(b"<get/>")
+        self.client.dataReceived(encode_chunked(DOCUMENT, 3000))
+        self.assertIsNotNone(self.client._parsing)
+        self.client.connectionLost(None)
+        self.failureResultOf(pending, SessionLostError)
+        self.assertIsNone(self.client._parsing)
+        errors_before = [e for e in self.events if e.get("event") == "netconf.protocol.error"]
+        release.set()
+        return worker_drained(self.worker).addCallback(lambda _: self.assertEqual(
+            [e for e in self.events if e.get("event") == "netconf.protocol.error"], errors_before))
 
     def test_messages_after_a_streamed_one_wait_for_it(self):
         session = self.start()
@@ -131,46 +221,31 @@ class ThreadedProtocolTests(TestCase):
         session = self.start()
         pending = session.rpc(b"<get/>")
         self.client.dataReceived(encode_chunked(DOCUMENT.replace(b"</data>", b"</date>"), 3000))
+        # Complete in one read, it is parsed in the worker all the same (it
+        # was parsed in the reactor thread when streaming was the way).
+        self.assertEqual(self.worker.jobs, 1)
         d = self.assertFailure(pending, SessionLostError)
-        return d.addCallback(lambda error: (self.assertIn("malformed XML", str(error)),
-                                            self.assertTrue(self.transport.disconnecting)))
+        d.addCallback(lambda error: self.assertIn("malformed XML", str(error)))
+        # The RPCs fail first, then the transport is closed (as for any
+        # failure found off the reactor thread): look once that is done.
+        d.addCallback(lambda _: task.deferLater(reactor, 0, lambda: None))
+        return d.addCallback(lambda _: self.assertTrue(self.transport.disconnecting))
 
     def test_connection_lost_while_streaming(self):
         session = self.start()
         pending = session.rpc(b"<get/>")
         self.client.dataReceived(encode_chunked(DOCUMENT, 3000)[:20000])
-        self.assertIsNotNone(self.client._stream)
+        self.assertGreater(self.client._decoder.buffered, 0, "the part received waits in the decoder")
         self.client.connectionLost(None)
         self.failureResultOf(pending, SessionLostError)
         self.assertIsNone(self.client._stream)
 
 
-class BatchedFeedTests(TestCase):
-    def test_pieces_queued_while_the_worker_is_busy_parse_in_bounded_feeds(self):
-        """12 MB queued behind a busy worker: joined feeds stay under libxml2's 10 MB push-buffer limit."""
-        import threading
-
-        from callhome_mux.netconf import parse_stream
-
-        worker = ParseWorker()
-        release = threading.Event()
-        worker.submit(release.wait)
+class LargeMessageTests(TestCase):
+    def test_twelve_megabytes_parse_in_the_worker(self):
+        """Past libxml2's 10 MB push-buffer limit (no huge mode): a whole-document parse takes it."""
         body = b"".join(b"<n>%07d</n>" % i for i in range(1_000_000))
         document = b'<rpc-reply xmlns="' + BASE_NS.encode() + b'" message-id="1"><data>' + body + b"</data></rpc-reply>"
         self.assertGreater(len(document), 12_000_000)
-        stream = ThreadedStream(reactor, 64, worker)
-        fed = []
-        original = stream._feed
-        stream._feed = lambda data: (fed.append(len(data)), original(data))
-        *head, last = pieces(document, 32768)
-        for piece in head:
-            stream.feed(piece)
-        d = stream.finish(last)
-        release.set()
-
-        def check(root):
-            self.assertEqual(len(root.find(qn("data"))), 1_000_000)
-            self.assertLess(len(fed), len(head) // 10, "pieces were joined")
-            self.assertLessEqual(max(fed), parse_stream.FEED_LIMIT)
-
-        return d.addCallback(check)
+        d = WorkerParse(reactor, document, ParseWorker()).result
+        return d.addCallback(lambda root: self.assertEqual(len(root.find(qn("data"))), 1_000_000))

@@ -125,7 +125,8 @@ class _Pending:
 
 # A timer armed for a deadline may fire a rounding error early.
 _DEADLINE_SLACK = 1e-7
-# A message still incomplete after this many bytes is parsed as it arrives.
+# A message of this many bytes or more is parsed off the reactor thread
+# (or, without a worker thread, while it arrives).
 _STREAM_AFTER = 64 * 1024
 # Frames we write at the end of the read that produced them (coalesced into
 # one channel write) when smaller than this; bigger ones go at once.
@@ -145,12 +146,18 @@ class NetconfClientProtocol(Protocol):
     @param details: the dict the transport layer fills (transport, peer,
         algorithms); shared, not copied, and extended with what NETCONF learns.
     @param parse_threads: a reactor (C{IReactorThreads}) to parse large
-        messages in a worker thread while they arrive (see
-        L{callhome_mux.netconf.parse_stream}); None: in the reactor thread.
+        messages in a worker thread once complete (see
+        L{callhome_mux.netconf.parse_stream}); None: in the reactor thread,
+        while they arrive.
     """
 
-    #: A message still incomplete after this many bytes is parsed as it arrives.
+    #: A message of at least this many bytes is parsed in the worker thread
+    #: once complete (with C{parse_threads}); without, a message still
+    #: incomplete after this many bytes is parsed as it arrives.
     stream_after = _STREAM_AFTER
+    #: The worker's parse of a complete large message, while it runs
+    #: (class default: idle sessions keep no attribute for it).
+    _parsing = None
 
     # Set only when something happens (class defaults until then).  CPython
     # 3.11 stores up to 29 instance attributes in a compact, key-sharing
@@ -264,13 +271,23 @@ class NetconfClientProtocol(Protocol):
             while self._state in ("hello", "ready", "closing") and not self._stream_finishing:
                 message = decoder.next_message()
                 if message is None:
-                    if self._stream is not None or decoder.partial_size >= self.stream_after:
+                    # With a worker the pieces stay in the decoder (bounded
+                    # by max_message_size) until the message is complete.
+                    if self._parse_threads is None and (
+                        self._stream is not None or decoder.partial_size >= self.stream_after
+                    ):
                         self._stream_partial()
                     break
                 if self._stream is not None:
                     stream, self._stream = self._stream, None
                     self._stream_finishing = True
                     stream.finish(message).addCallbacks(self._stream_parsed, self._stream_failed)
+                elif (
+                    self._parse_threads is not None
+                    and len(message) >= self.stream_after
+                    and self._state != "hello"
+                ):
+                    self._parse_in_worker(message)
                 else:
                     self._message_received(message)
         except NetconfProtocolError as error:
@@ -282,17 +299,21 @@ class NetconfClientProtocol(Protocol):
                 self._flush_outgoing()
 
     def _stream_partial(self) -> None:
-        """Feed what has arrived of a large message to its incremental parser."""
+        """Feed what has arrived of a large message to its incremental parser (reactor thread)."""
         if self._stream is None:
-            if self._parse_threads is not None:
-                self._stream = parse_stream.ThreadedStream(self._parse_threads, self.stream_after)
-            else:
-                self._stream = parse_stream.InlineStream(self.stream_after)
+            self._stream = parse_stream.InlineStream(self.stream_after)
         for piece in self._decoder.take_partial():
             self._stream.feed(piece)
 
+    def _parse_in_worker(self, message: bytes) -> None:
+        """Parse a complete large message in the worker; later messages wait for it (order kept)."""
+        self._stream_finishing = True
+        self._parsing = parse_stream.WorkerParse(self._parse_threads, message)
+        self._parsing.result.addCallbacks(self._stream_parsed, self._stream_failed)
+
     def _stream_parsed(self, root) -> None:
         self._stream_finishing = False
+        self._parsing = None
         if self._state not in ("hello", "ready", "closing"):
             return
         try:
@@ -304,6 +325,7 @@ class NetconfClientProtocol(Protocol):
 
     def _stream_failed(self, failure: Failure) -> None:
         self._stream_finishing = False
+        self._parsing = None
         if self._state not in ("hello", "ready", "closing"):
             return
         if failure.check(NetconfProtocolError):
@@ -315,6 +337,9 @@ class NetconfClientProtocol(Protocol):
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.abandon()
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None:
+            parsing.abandon()
 
     def connectionLost(self, reason: Failure = None) -> None:
         if self._state == "lost":

@@ -25,7 +25,8 @@ _PROLOG = re.compile(rb"(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.S)
 _BOM = b"\xef\xbb\xbf"
 
 
-def _make_parser() -> etree.XMLParser:
+def make_parser() -> etree.XMLParser:
+    """A parser with the options above; one per thread (lxml parses one document at a time per parser)."""
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -37,8 +38,8 @@ def _make_parser() -> etree.XMLParser:
     )
 
 
-# One parser per process: the reactor thread is the only user.
-_PARSER = _make_parser()
+# The reactor thread's parser; other threads use their own (make_parser).
+_PARSER = make_parser()
 
 
 _DOCTYPE_REFUSED = "refusing XML with a DOCTYPE declaration (DTDs and entities are refused)"
@@ -56,11 +57,15 @@ def _prolog_end(data: bytes) -> int:
     return prolog_end
 
 
-def parse(data: bytes):
-    """The root element of C{data}; L{UnsafeXMLError} if it is malformed or has a DOCTYPE."""
+def parse(data: bytes, parser: Optional[etree.XMLParser] = None):
+    """
+    The root element of C{data}; L{UnsafeXMLError} if it is malformed or has
+    a DOCTYPE.  C{parser}: one from L{make_parser}, for threads other than
+    the reactor's (default: the reactor thread's own).
+    """
     prolog_end = _prolog_end(data)
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = etree.fromstring(data, parser or _PARSER)
     except etree.XMLSyntaxError as error:
         raise UnsafeXMLError(f"malformed XML: {error}") from None
     except ValueError as error:  # e.g. str with an encoding declaration
@@ -128,7 +133,7 @@ class IncrementalParser:
             return
         self._held = []
         self._held_size = 0
-        self._parser = _make_parser()
+        self._parser = make_parser()
         self._feed(head)
 
     def _feed(self, data: bytes) -> None:

@@ -32,7 +32,7 @@ def start_client(transport, device_id: str, connection_id: str, details: Dict[st
         device_id=device_id,
         connection_id=connection_id,
         details=details,
-        # Large replies are parsed in a worker thread while they arrive,
+        # Large replies are parsed in a worker thread once complete,
         # when the clock is a real reactor (tests' task.Clock: inline).
         parse_threads=clock if IReactorThreads.providedBy(clock) else None,
     )
