@@ -119,7 +119,7 @@ def run_protocol(kind: str, data: bytes, count: int, settings: DemuxSettings, ev
         p = factory.buildProtocol(addr)
         p.makeConnection(_Transport())
         if kind == "silent":
-            p._silence()
+            p._silence_timer()
         else:
             p.dataReceived(data)
         p.connectionLost(lost)

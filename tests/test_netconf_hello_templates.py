@@ -109,3 +109,68 @@ class TemplateBoundsTests(TestCase):
         too_big = hello_message(CAPABILITIES + ("urn:x:" + "y" * hello_templates.MAX_TEMPLATE_SIZE,), 5)
         hello_templates.remember(too_big, 5, "too big")
         self.assertIsNone(hello_templates.known(too_big))
+
+
+class TemplateLookupTests(TestCase):
+    """known() finds templates by length and prefix/suffix, with the same answers as splitting the hello."""
+
+    def setUp(self):
+        hello_templates.forget_all()
+        self.addCleanup(hello_templates.forget_all)
+
+    def reference(self, message):
+        # What known() answered before the length index: split, then look up.
+        split = hello_templates._split(message)
+        if split is None or len(message) > hello_templates.MAX_TEMPLATE_SIZE:
+            return None
+        value = hello_templates._templates.get(split[0])
+        return None if value is None else (split[1], value)
+
+    def variants(self, models):
+        for model in models:
+            for session_id in (1, 9, 10, 99, 12345, 4294967295, 9999999999, 10000000000, 0):
+                message = hello_message(model, session_id)
+                yield message
+                yield message.replace(b"</session-id>", b"</session-idx>")
+                yield message.replace(b"<session-id>", b"<session-id>x")
+                yield message.replace(b"<session-id>%d" % session_id, b"<session-id>%d " % session_id)
+                yield message.replace(b"<session-id>%d" % session_id, b"<session-id>+%d" % session_id)
+                yield message[:-1]
+                yield b" " + message
+                yield message.replace(b"<hello", b"<hellp", 1)
+            yield hello_message(model, 5).replace(b">5<", "\u0665".encode())  # a non-ASCII digit
+
+    def check(self, models, remembered):
+        for n, model in enumerate(remembered):
+            hello_templates.remember(hello_message(model, 7), 7, ("value", n))
+        checked = 0
+        for message in self.variants(models):
+            self.assertEqual(hello_templates.known(message), self.reference(message), message[-80:])
+            checked += 1
+        self.assertGreater(checked, 100)
+
+    def test_the_same_answers_as_splitting_with_few_templates(self):
+        models = [CAPABILITIES, CAPABILITIES[:2], CAPABILITIES + ("urn:example:c",), CAPABILITIES[:3]]
+        self.check(models + [CAPABILITIES[:1]], models)
+
+    def test_the_same_answers_as_splitting_with_many_templates_of_near_lengths(self):
+        # Capability names one byte longer each: templates whose lengths
+        # differ by as much as session-ids' digit counts do.
+        models = [CAPABILITIES + ("urn:example:" + "x" * n,) for n in range(30)]
+        self.check(models, models[::2])
+
+    def test_known_does_not_scan_the_hello(self):
+        hello_templates.remember(hello_message(CAPABILITIES, 7), 7, "value")
+
+        def no_split(message):
+            raise AssertionError("known() split the hello")
+
+        self.patch(hello_templates, "_split", no_split)
+        self.assertEqual(hello_templates.known(hello_message(CAPABILITIES, 123456)), (123456, "value"))
+        self.assertIsNone(hello_templates.known(hello_message(CAPABILITIES[:2], 5)))
+
+    def test_forgetting_forgets_the_index_too(self):
+        hello_templates.remember(hello_message(CAPABILITIES, 7), 7, "value")
+        hello_templates.forget_all()
+        self.assertIsNone(hello_templates.known(hello_message(CAPABILITIES, 7)))
+        self.assertEqual(hello_templates._by_length, {})
