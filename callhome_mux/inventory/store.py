@@ -226,7 +226,8 @@ class InventoryStore:
         if self._closed:
             return
         self._buffered_states[state.device_id] = state
-        self._buffer_soon()
+        if not self._buffer_due and self._buffer_timer is None:
+            self._buffer_soon()
 
     def delete_state(self, device_id: str) -> defer.Deferred:
         self._buffered_states.pop(device_id, None)
@@ -253,15 +254,12 @@ class InventoryStore:
             return
         self._buffered_history.append((device_id, time, event, fields))
         added = self._added_since_trim.get(device_id, 0) + 1
-        if added >= self._trim_every:
+        if added >= max(1, self.history_max_events // 10):
             self._to_trim.add(device_id)
             added = 0
         self._added_since_trim[device_id] = added
-        self._buffer_soon()
-
-    @property
-    def _trim_every(self) -> int:
-        return max(1, self.history_max_events // 10)
+        if not self._buffer_due and self._buffer_timer is None:
+            self._buffer_soon()
 
     def prune_history(self, older_than: float) -> defer.Deferred:
         """Age retention; fires with the number of rows removed."""
