@@ -11,6 +11,7 @@ one C{bytearray} for the life of the connection.
 from __future__ import annotations
 
 import os
+import struct
 
 from twisted.conch.ssh import transport
 from twisted.trial import unittest
@@ -124,16 +125,59 @@ class ReceiveBufferTests(unittest.TestCase):
             self.assertEqual(ours.messages, conch.messages)
             self.assertEqual(len(ours.messages), len(self.PAYLOADS))
 
-    def test_one_buffer_for_every_read(self):
-        stream = _stream(self.PAYLOADS)
+    def test_each_read_copied_at_most_once_packets_taken_by_offset(self):
+        """
+        No copy per packet: the packets of one read are taken from the same
+        buffer by offset; a read is joined only to what is left of the
+        previous ones, and kept as it is when nothing is left.
+        """
+        payloads = [os.urandom(3000) for _ in range(12)]
+        stream = _stream(payloads)
         receiver = BufferedReceiver()
-        receiver.dataReceived(stream[:10])
-        buffer = receiver._receive_buffer
-        for start in range(10, len(stream), 1000):
-            receiver.dataReceived(stream[start : start + 1000])
-            self.assertIs(receiver._receive_buffer, buffer)
-        self.assertEqual(len(buffer), 0)
-        self.assertEqual(len(receiver.messages), len(self.PAYLOADS))
+        buffers = []
+        dispatch = receiver.dispatchMessage
+        receiver.dispatchMessage = lambda number, payload: (buffers.append(receiver._receive_buffer),
+                                                            dispatch(number, payload))
+        copied = 0
+        left = 0
+        for start in range(0, len(stream), 10000):
+            read = stream[start : start + 10000]
+            before = len(buffers)
+            receiver.dataReceived(read)
+            during = buffers[before:]
+            self.assertGreaterEqual(len(during), 2, "several packets per read")
+            self.assertTrue(all(buffer is during[0] for buffer in during), "one buffer for the packets of a read")
+            if left == 0:
+                self.assertIs(during[0], read, "a read starting at a packet boundary is not copied")
+            else:
+                self.assertEqual(len(during[0]), left + len(read))
+                copied += len(during[0])
+            left = len(receiver._receive_buffer) - receiver._receive_offset
+        self.assertLess(copied, 2 * len(stream))
+        self.assertEqual(receiver.messages, [(MSG_CHANNEL_DATA, payload) for payload in payloads])
+
+    def test_an_idle_connection_keeps_no_read(self):
+        stream = _stream([os.urandom(5000), b"x"])
+        receiver = BufferedReceiver()
+        receiver.dataReceived(stream[:4000])
+        self.assertGreater(len(receiver._receive_buffer), 0, "a partial packet is kept")
+        receiver.dataReceived(stream[4000:])
+        self.assertEqual(receiver._receive_buffer, b"")
+        self.assertEqual(len(receiver.messages), 2)
+
+    def test_padding_zero_or_too_long_like_conch(self):
+        """conch's packet[5:-padding] is empty for both: nothing dispatched, the loop waits for the next read."""
+        for padding in (0, 40):
+            streams = []
+            for cls in (ConchReceiver, BufferedReceiver):
+                sender = _ciphers(False)
+                # packet_length 28, then padding_length, message 94 and 22 bytes: 32 bytes, one MAC.
+                plain = struct.pack("!LB", 28, padding) + bytes([MSG_CHANNEL_DATA]) + b"d" * 26
+                encrypted = sender.encrypt(plain) + sender.makeMAC(0, plain)
+                receiver = _receive(cls, encrypted, [])
+                streams.append((receiver.messages[:], receiver.incomingPacketSequence, receiver.disconnects[:]))
+            self.assertEqual(streams[0], streams[1], f"padding {padding}")
+            self.assertEqual(streams[1], ([], 1, []))
 
     def test_bad_mac_refused_like_conch(self):
         stream = bytearray(_stream([b"hello"]))

@@ -1,27 +1,39 @@
 """
-An SSH transport receive path that copies each received byte once into a
-reusable buffer, instead of once per packet.
+An SSH transport receive path that copies each received byte once, instead
+of once per packet.
 
 conch's C{SSHTransportBase.dataReceived} does C{self.buf = self.buf + data}
 (a new C{bytes} of everything buffered, per TCP read) and C{getPacket}
 re-slices the buffer for every packet it takes out (C{self.buf =
 self.buf[4 + packetLen:]} and again for the MAC): a read holding k packets
-copies what follows each of them, k times.  With 32 KiB packets and 64 KiB
-reads every buffer is above glibc's mmap threshold, so each of those copies
-is a fresh mapping, page-faulted in and unmapped again.
+copies what follows each of them, k times.
 
-L{ReceiveBufferMixin} keeps the received bytes in one C{bytearray}: a read
-is appended to it (amortised, no new object), a packet is decrypted from a
-memoryview of it and removed from the front (C{del buf[:n]}, which CPython
-does by moving the start pointer).  The packet checks are conch's, in
-conch's order, with conch's disconnect reasons: length limit, block
-multiple, decryption length, MAC.  The version exchange is left to conch;
-the buffer takes over from the first packet.
+L{ReceiveBufferMixin} keeps the received bytes as one C{bytes} and an
+offset: a packet is decrypted from a memoryview of it and the offset moves
+past it; a read is joined to what is left of the previous one only when
+something is left (a read that starts with a packet is kept as it is).
+The packet checks are conch's, in conch's order, with conch's disconnect
+reasons: length limit, block multiple, decryption length, MAC.  The
+version exchange is left to conch; the buffer takes over from the first
+packet.
 
-What conch would need for this mixin to go: C{getPacket} working on a
-C{bytearray} (or a list of reads plus an offset) instead of re-slicing
-C{self.buf}; tests/test_ssh_receive_buffer.py feeds packets split at every
-byte boundary through both.
+Why not a C{bytearray} with C{del buf[:n]} (what this was until
+2026-11-21): CPython reallocates a bytearray to its exact size when a
+deletion leaves less than half of it, and again on the next append: a
+malloc, copy and free of 32-64 KiB per packet taken and per read.  Once
+large XML trees have been freed the heap is full of small free chunks and
+each of those allocations walks them (glibc's malloc_consolidate): in that
+state receiving 20 MB took ~95 ms of CPU instead of ~30.
+
+Handing channel data to conch's C{ssh_CHANNEL_DATA} as a view of the
+decrypted packet (decrypted with C{update_into}) would save the five
+copies each packet of channel data still gets on its way to the channel
+(C{first + rest}, the payload, conch's C{packet[1:]}, C{packet[4:]} and
+C{getNS}): measured, ~1 ms of 30 for 20 MB, so not done.
+
+What conch would need for this mixin to go: C{getPacket} working on an
+offset into its buffer; tests/test_ssh_receive_buffer.py feeds packets split at every byte boundary
+through both.
 """
 
 from __future__ import annotations
@@ -39,7 +51,11 @@ _MAX_PACKET_LENGTH = 1048576
 class ReceiveBufferMixin:
     """Mix into an L{transport.SSHTransportBase} subclass, before it."""
 
-    _receive_buffer: Optional[bytearray] = None
+    # What has been received and not yet taken as packets:
+    # _receive_buffer[_receive_offset:].  None until the first packet
+    # (conch's self.buf holds what followed the version line until then).
+    _receive_buffer: Optional[bytes] = None
+    _receive_offset = 0
     # The first block of the packet being received, already decrypted
     # (conch keeps it as C{self.first}).
     _first_block: Optional[bytes] = None
@@ -50,31 +66,46 @@ class ReceiveBufferMixin:
             # read come through our getPacket.
             super().dataReceived(data)
             return
-        buffer = self._buffer()
-        buffer += data
+        self._append(data)
         packet = self.getPacket()
+        # An empty payload stops the loop until the next read, as in conch
+        # (its "while packet:").
         while packet:
             self.dispatchMessage(packet[0], packet[1:])
             packet = self.getPacket()
+        if self._receive_offset == len(self._receive_buffer):
+            # All taken: an idle connection keeps no read.
+            self._receive_buffer = b""
+            self._receive_offset = 0
 
-    def _buffer(self) -> bytearray:
+    def _append(self, data) -> None:
+        """Add a read to what is left of the previous ones (one copy, only when something is left)."""
         buffer = self._receive_buffer
         if buffer is None:
             # From conch's buffer (what followed the version line) to ours.
-            buffer = self._receive_buffer = bytearray(self.buf)
-            self.buf = b""
-        return buffer
+            buffer, self.buf = self.buf, b""
+        offset = self._receive_offset
+        if offset == len(buffer):
+            buffer = data if type(data) is bytes else bytes(data)
+        else:
+            buffer = buffer[offset:] + data
+        self._receive_buffer = buffer
+        self._receive_offset = 0
 
     def getPacket(self) -> Optional[bytes]:
-        buffer = self._buffer()
+        """The next packet's payload, taken out of the buffer, or None (incomplete, or refused with a disconnect)."""
+        if self._receive_buffer is None:
+            self._append(b"")
+        buffer = self._receive_buffer
+        base = self._receive_offset
         ciphers = self.currentEncryptions
         block_size = ciphers.decBlockSize
         mac_size = ciphers.verifyDigestSize
-        if len(buffer) < block_size:
+        if len(buffer) - base < block_size:
             return None
         first = self._first_block
         if first is None:
-            first = ciphers.decrypt(bytes(buffer[:block_size]))
+            first = ciphers.decrypt(buffer[base : base + block_size])
         else:
             self._first_block = None
         packet_length, padding_length = _LENGTHS.unpack_from(first)
@@ -82,7 +113,7 @@ class ReceiveBufferMixin:
             self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"bad packet length %d" % packet_length)
             return None
         end = 4 + packet_length
-        if len(buffer) < end + mac_size:
+        if len(buffer) - base < end + mac_size:
             self._first_block = first
             return None
         if end % block_size != 0:
@@ -91,12 +122,12 @@ class ReceiveBufferMixin:
                 b"bad packet mod (%i%%%i == %i)" % (end, block_size, end % block_size),
             )
             return None
-        with memoryview(buffer) as view, view[block_size:end] as encrypted:
+        with memoryview(buffer) as whole, whole[base + block_size : base + end] as encrypted:
             rest = ciphers.decrypt(encrypted)
             if type(rest) is not bytes:  # the null cipher returns what it is given
                 rest = bytes(rest)
-            mac = bytes(view[end : end + mac_size]) if mac_size else b""
-        del buffer[: end + mac_size]
+        mac = buffer[base + end : base + end + mac_size] if mac_size else b""
+        self._receive_offset = base + end + mac_size
         packet = first + rest
         if len(packet) != end:
             self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"bad decryption")
