@@ -119,8 +119,14 @@ class TLSHandler:
         self.verifier = CertificateVerifier(
             self.trust, settings.cert_to_name, directory, unknown_device_policy or refuse_unknown_devices
         )
+        client = client_context(settings, self.identity)
+        # As TLS client OpenSSL checks the device's chain in the handshake
+        # anyway (without enforcing it): with our store it does the check
+        # the verifier would otherwise repeat.  (As TLS server that would
+        # cost a Python verify callback per certificate.)
+        self.verifier.verify_during_handshake(client)
         self._creators = {
-            ConnectionKind.TLS_SILENT: ConnectionCreator(client_context(settings, self.identity)),
+            ConnectionKind.TLS_SILENT: ConnectionCreator(client),
             ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity)),
         }
         # One TLS transport factory per role for every connection.  Its

@@ -107,12 +107,17 @@ class Identified:
     subject: str
     #: How the device was recognised: C{pinned-fingerprint}, C{cert-to-name:MAP-TYPE}, or C{policy}.
     matched_by: str
-    #: Leaf first; the trust anchor last when the chain was verified.
-    chain: Tuple[x509.Certificate, ...]
+    #: The facts of the chain (L{chain}), leaf first.
+    chain_facts: Tuple[CertificateFacts, ...]
 
     @property
     def device_id(self) -> str:
         return self.device.id
+
+    @property
+    def chain(self) -> Tuple[x509.Certificate, ...]:
+        """Leaf first; the trust anchor last when the chain was verified (parsed when first asked for)."""
+        return tuple(f.certificate for f in self.chain_facts)
 
 
 class CertificateVerifier:
@@ -132,6 +137,8 @@ class CertificateVerifier:
         now: Optional[Callable[[], datetime.datetime]] = None,
         facts: Optional[FactsCache] = None,
     ):
+        #: Contexts whose handshakes OpenSSL verifies with our store (L{verify_during_handshake}).
+        self._handshake_contexts: list = []
         self.trust = trust
         self.rules = tuple(sorted(rules, key=lambda rule: rule.priority))
         self.directory = directory
@@ -142,6 +149,32 @@ class CertificateVerifier:
         # builds a verification parameter per connection).
         self._injected_clock = now is not None
         self._now = now if now is not None else _utc_now
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._trust
+
+    @trust.setter
+    def trust(self, trust: TrustStore) -> None:
+        self._trust = trust
+        if self._handshake_contexts:
+            self._store()  # the handshakes that follow use the new store at once
+
+    def verify_during_handshake(self, context: SSL.Context) -> bool:
+        """
+        Have OpenSSL check the peer's chain with our store inside the
+        handshakes of C{context}, a TLS client context without a verification
+        mode (OpenSSL then records its verdict and goes on whatever it is).
+        L{verify_connection} takes a chain OpenSSL verified as is, instead
+        of verifying it a second time, and checks it itself otherwise (so
+        that a refusal has the same reason as ever).  C{False} when the
+        OpenSSL bindings this needs are missing.
+        """
+        if not _STORE_BINDINGS:
+            return False
+        self._handshake_contexts.append(context)
+        _install_store(context, self._store())
+        return True
 
     def verify(
         self,
@@ -161,8 +194,12 @@ class CertificateVerifier:
         others = [f for f in others if f.fingerprint != facts.fingerprint]
         return self._verify(
             facts,
-            lambda: crypto.X509.from_cryptography(facts.certificate),
-            lambda: [crypto.X509.from_cryptography(f.certificate) for f in others],
+            lambda now: self._verified_chain(
+                facts,
+                lambda: crypto.X509.from_cryptography(facts.certificate),
+                lambda: [crypto.X509.from_cryptography(f.certificate) for f in others],
+                now,
+            ),
             others,
             peer_role,
             peer,
@@ -175,22 +212,36 @@ class CertificateVerifier:
             raise CertificateRefused(NO_CERTIFICATE, "the device presented no certificate")
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
         facts = self.facts.for_der(der)
-        # As TLS client OpenSSL lists the leaf too; as server it does not.
+        # As TLS client OpenSSL lists the leaf too (the same object); as server it does not.
         intermediates = []
         for certificate in connection.get_peer_cert_chain() or ():
+            if certificate._x509 == leaf._x509:
+                continue
             certificate_der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
             if certificate_der != der:
                 intermediates.append((certificate, certificate_der))
-        return self._verify(
-            facts,
-            lambda: leaf,
-            lambda: [certificate for certificate, _ in intermediates],
-            [self.facts.for_der(certificate_der) for _, certificate_der in intermediates],
-            peer_role,
-            peer,
-        )
+        intermediate_facts = [self.facts.for_der(certificate_der) for _, certificate_der in intermediates]
 
-    def _verify(self, facts: CertificateFacts, openssl_leaf, openssl_intermediates, intermediates, peer_role, peer) -> Identified:
+        def chain_of(now):
+            verified = self._chain_verified_in_handshake(connection, leaf)
+            if verified is not None:
+                return (facts, *(self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified[1:]))
+            return self._verified_chain(facts, lambda: leaf, lambda: [certificate for certificate, _ in intermediates], now)
+
+        return self._verify(facts, chain_of, intermediate_facts, peer_role, peer)
+
+    def _chain_verified_in_handshake(self, connection: SSL.Connection, leaf: crypto.X509):
+        """The chain OpenSSL verified for C{leaf} during the handshake with our current store, else C{None}."""
+        if self._injected_clock or not any(connection.get_context() is c for c in self._handshake_contexts):
+            return None
+        if _lib.SSL_get_verify_result(connection._ssl) != 0:
+            return None  # checked again below, for the exact reason
+        verified = connection.get_verified_chain()
+        if not verified or verified[0]._x509 != leaf._x509:
+            return None
+        return verified
+
+    def _verify(self, facts: CertificateFacts, chain_of, intermediates, peer_role, peer) -> Identified:
         fingerprint, subject = facts.fingerprint, facts.subject
 
         def refuse(reason: str, detail: str) -> CertificateRefused:
@@ -200,7 +251,7 @@ class CertificateVerifier:
         _check_dates(facts, now, refuse, "the certificate")
         pinned = self.directory.by_tls_fingerprint(fingerprint)
         try:
-            chain = self._verified_chain(facts, openssl_leaf, openssl_intermediates, now)
+            chain = chain_of(now)
         except CertificateRefused as error:
             if pinned is None:
                 raise refuse(error.reason, error.detail) from None
@@ -214,7 +265,7 @@ class CertificateVerifier:
             raise refuse(DEVICE_DISABLED, f"device {device.id!r} is disabled")
         if device.tls_expected_identity:
             _check_expected_identity(facts, device, refuse)
-        return Identified(device, fingerprint, subject, matched_by, tuple(f.certificate for f in chain))
+        return Identified(device, fingerprint, subject, matched_by, tuple(chain))
 
     # -- chain ----------------------------------------------------------
 
@@ -246,6 +297,8 @@ class CertificateVerifier:
             store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
             self._cached_store, self._store_for = store, self.trust
             self._crl_signatures = {}
+            for context in self._handshake_contexts:
+                _install_store(context, store)
         return self._cached_store
 
     # -- revocation -----------------------------------------------------
@@ -306,6 +359,23 @@ class CertificateVerifier:
         if mapped_id is None:
             raise refuse(UNKNOWN_DEVICE, "no pinned fingerprint and no cert-to-name rule maps this certificate")
         raise refuse(UNKNOWN_DEVICE, f"cert-to-name gives {mapped_id!r}, which is not in the inventory")
+
+
+try:
+    from OpenSSL._util import lib as _lib
+
+    _STORE_BINDINGS = hasattr(_lib, "SSL_CTX_set_cert_store") and hasattr(_lib, "X509_STORE_up_ref")
+except ImportError:  # pragma: no cover - a pyOpenSSL without the private module
+    _STORE_BINDINGS = False
+
+
+def _install_store(context: SSL.Context, store: crypto.X509Store) -> None:
+    # pyOpenSSL has no setter for a context's store.  SSL_CTX_set_cert_store
+    # takes over one reference (and drops the one to the store it replaces);
+    # the X509Store object keeps its own.  OpenSSL reads the context's store
+    # when it verifies, so a handshake uses the store current at that moment.
+    _lib.X509_STORE_up_ref(store._store)
+    _lib.SSL_CTX_set_cert_store(context._context, store._store)
 
 
 def _utc_now() -> datetime.datetime:

@@ -1,0 +1,160 @@
+"""
+The chain OpenSSL verified in the handshake (TLS client role) is taken as
+is; anything else is verified after the handshake as before, so every
+refusal keeps its reason.  Over real loopback connections, as in
+tests/test_tls_handler.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from callhome_mux.inventory.model import Device, normalise_tls_fingerprint
+from callhome_mux.settings import ConfigError
+from callhome_mux.testing.certs import test_pki
+from callhome_mux.tls import verify
+from tests.test_tls_handler import CLIENT_HELLO, SILENT, Manager, device_with
+
+
+class CountingStoreContexts:
+    """Counts the chains verified after the handshake (C{crypto.X509StoreContext} in the verifier)."""
+
+    def __init__(self, case: TestCase):
+        self.count = 0
+        original = verify.crypto.X509StoreContext
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        case.patch(verify.crypto, "X509StoreContext", counted)
+
+
+class HandshakeChainTests(TestCase):
+    @defer.inlineCallbacks
+    def accepted(self, kind, issued, device_id, devices=()):
+        manager = Manager(self, kind, devices)
+        checks = CountingStoreContexts(self)
+        yield manager.call_home(self, device_with(issued), "silent" if kind is SILENT else "client-hello")
+        session = yield manager.registry.whenConnected(device_id)
+        self.assertEqual(session.details["certificate_fingerprint"], issued.fingerprint)
+        return manager, checks
+
+    @defer.inlineCallbacks
+    def refused(self, manager, issued, direction="silent"):
+        checks = CountingStoreContexts(self)
+        yield manager.call_home(self, device_with(issued), direction)
+        refusal = yield manager.log.when("tls.certificate.refused")
+        return refusal, checks
+
+    @defer.inlineCallbacks
+    def test_silent_chain_verified_once(self):
+        """As TLS client, a chain OpenSSL verified in the handshake is not verified again."""
+        _, checks = yield self.accepted(SILENT, test_pki().device, "device1.example.net")
+        self.assertEqual(checks.count, 0)
+
+    @defer.inlineCallbacks
+    def test_silent_chain_through_intermediate(self):
+        """The device's sub-CA, sent in the handshake, is part of the chain OpenSSL verified."""
+        pki = test_pki()
+        _, checks = yield self.accepted(
+            SILENT, pki.device_via_intermediate, "device2.example.net", [Device("device2.example.net")]
+        )
+        self.assertEqual(checks.count, 0)
+
+    @defer.inlineCallbacks
+    def test_client_hello_still_verified_after(self):
+        """As TLS server OpenSSL's check is not used (it would need a Python callback per certificate)."""
+        _, checks = yield self.accepted(CLIENT_HELLO, test_pki().device, "device1.example.net")
+        self.assertEqual(checks.count, 1)
+
+    @defer.inlineCallbacks
+    def test_silent_refusals_keep_their_reasons(self):
+        """A chain OpenSSL did not accept is checked again after the handshake, for the same reason as ever."""
+        pki = test_pki()
+        for issued, reason in (
+            (pki.wrong_ca, verify.UNTRUSTED_CHAIN),
+            (pki.self_signed, verify.UNTRUSTED_CHAIN),
+            (pki.expired, verify.EXPIRED),
+            (pki.email_only, verify.KEY_USAGE),
+        ):
+            manager = Manager(self, SILENT, [Device("device1.example.net"), Device("device-email.example.net")])
+            refusal, checks = yield self.refused(manager, issued)
+            self.assertEqual((refusal["reason"], refusal["fingerprint"]), (reason, issued.fingerprint))
+        # The email-only certificate's chain is fine: OpenSSL refused its
+        # purpose (serverAuth), and the verifier names the key usage.
+        self.assertEqual(checks.count, 1)
+
+    @defer.inlineCallbacks
+    def test_silent_revoked(self):
+        """CRLs are still ours to check: a chain verified in the handshake can be revoked."""
+        manager = Manager(self, SILENT, [Device("device-revoked.example.net")])
+        refusal, checks = yield self.refused(manager, test_pki().revoked)
+        self.assertEqual(refusal["reason"], verify.REVOKED)
+        self.assertEqual(checks.count, 0)
+
+    @defer.inlineCallbacks
+    def test_reloaded_trust_used_in_the_next_handshake(self):
+        """After reloadTrust the handshakes verify with the new anchors, the old ones no longer count."""
+        pki = test_pki()
+        manager = Manager(self, SILENT)
+        path = os.path.join(os.path.dirname(manager.paths["ca.crt"]), "other-ca.crt")
+        with open(path, "wb") as handle:
+            handle.write(pki.other_ca.certificate_pem)
+        manager.handler.settings = dataclasses.replace(manager.handler.settings, trust_anchor_files=(path,))
+        manager.handler.verifier.rules = (verify.CertToNameRule(pki.other_ca.fingerprint, "common-name"),)
+        manager.handler.reloadTrust()
+        refusal, checks = yield self.refused(manager, pki.device)
+        self.assertEqual(refusal["reason"], verify.UNTRUSTED_CHAIN)
+        self.assertEqual(checks.count, 1)
+        checks = CountingStoreContexts(self)
+        manager.handler.directory.replace([Device("device1")])
+        yield manager.call_home(self, device_with(pki.wrong_ca), "silent")
+        session = yield manager.registry.whenConnected("device1")
+        self.assertEqual(session.details["certificate_fingerprint"], pki.wrong_ca.fingerprint)
+        self.assertEqual(checks.count, 0)
+
+    def test_injected_clock_verifies_after(self):
+        """A verifier with its own clock (tests) never takes OpenSSL's verdict, which used the real time."""
+        verifier = verify.CertificateVerifier(verify.TrustStore((test_pki().ca.certificate,)), (), None, now=lambda: None)
+        self.assertTrue(verifier._injected_clock)
+        self.assertIsNone(verifier._chain_verified_in_handshake(None, None))
+
+
+class FingerprintNormalisationTests(TestCase):
+    """normalise_tls_fingerprint's hex check (str.strip) against the character-by-character one it replaced."""
+
+    def old(self, text):
+        value = text.strip()
+        if ":" in value and value.split(":", 1)[0].lower() in ("sha256", "sha-256"):
+            value = value.split(":", 1)[1]
+        hexdigits = value.replace(":", "").lower()
+        if len(hexdigits) == 66 and hexdigits.startswith("04"):
+            hexdigits = hexdigits[2:]
+        if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
+            return None
+        return f"sha256:{hexdigits}"
+
+    def new(self, text):
+        try:
+            return normalise_tls_fingerprint(text)
+        except ConfigError:
+            return None
+
+    def test_same_verdicts(self):
+        rng = random.Random(7)
+        alphabet = "0123456789abcdefABCDEF:gxz -\u0660\u00e9\t"
+        samples = ["sha256:" + "a" * 64, "04:" + ":".join(["AB"] * 32), "a" * 63 + "g", " " + "0" * 64 + " ", "0" * 64 + "\u0660"]
+        for _ in range(3000):
+            length = rng.choice((62, 63, 64, 65, 66, 95, 96, 97))
+            samples.append("".join(rng.choice("0123456789abcdef") for _ in range(length)))
+            text = list("".join(rng.choice("0123456789abcdef") for _ in range(64)))
+            text[rng.randrange(64)] = rng.choice(alphabet)
+            samples.append(rng.choice(("", "sha256:", "SHA-256:", "04")) + "".join(text))
+        for sample in samples:
+            self.assertEqual(self.new(sample), self.old(sample), sample)
