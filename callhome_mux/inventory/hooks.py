@@ -25,6 +25,7 @@ from typing import Any, Optional
 from twisted.internet import defer
 
 from callhome_mux.inventory.identity import SSH_HOST_KEY, TLS_CERTIFICATE, Identity
+from callhome_mux.ssh.trust import HOSTKEY_UNKNOWN, HostKeyVerdict
 
 #: Event the SSH layer reports when a throttled device is turned away.
 SSH_DEVICE_THROTTLED = "ssh.device.throttled"
@@ -50,8 +51,6 @@ class InventoryHostKeyTrust:
         return self._judge(verdict, key, claimed_device_id, peer)
 
     def _judge(self, verdict, key, claimed_device_id: Optional[str], peer: Optional[str]):
-        from callhome_mux.ssh.trust import HOSTKEY_UNKNOWN, HostKeyVerdict
-
         if verdict.trusted:
             throttled = self.inventory.is_throttled(verdict.device.id, address=peer)
             if throttled is not None:
