@@ -188,6 +188,31 @@ class NetconfEndToEndTests(TestCase):
         """RFC 8071 §4: the device waits as TLS server; we send the ClientHello."""
         return self.assertNetconfSession(SILENT)
 
+    @defer.inlineCallbacks
+    def test_large_reply_parsed_in_the_worker(self):
+        """A reply of stream_after bytes or more is parsed in the parse worker, as over SSH."""
+        from callhome_mux.netconf import parse_stream
+        from callhome_mux.testing.datastore import Datastore
+        from callhome_mux.testing.netconf_device import NetconfServerFactory
+
+        submitted = []
+
+        class Recording(parse_stream.ParseWorker):
+            def submit(self, function, *args):
+                submitted.append(function)
+                super().submit(function, *args)
+
+        self.patch(parse_stream, "WORKER", Recording())
+        running = '<top xmlns="urn:x">' + "".join(f"<item><name>n{i}</name></item>" for i in range(8000)) + "</top>"
+        manager = Manager(self, SILENT)
+        device = device_with(test_pki().device, protocol_factory=NetconfServerFactory(Datastore(running)))
+        yield manager.call_home(self, device, DIRECTION[SILENT])
+        session = yield manager.registry.whenConnected("device1.example.net")
+        data = yield session.get_config("running")
+        self.assertGreater(len(running), 2 * 64 * 1024)
+        self.assertEqual(len(data.find("{urn:x}top")), 8000)
+        self.assertEqual(len(submitted), 1)
+
     def test_client_hello_device(self):
         """The device sends a ClientHello; we are the TLS server."""
         return self.assertNetconfSession(CLIENT_HELLO)

@@ -1,7 +1,7 @@
 """
 Where a large message is parsed: in one worker thread once it is complete
-(L{WorkerParse}), or, without a worker (tests on a C{task.Clock}, TLS for
-now), in the reactor thread while it arrives (L{InlineStream}).
+(L{WorkerParse}), or, without a worker (tests on a C{task.Clock}), in the
+reactor thread while it arrives (L{InlineStream}).
 
 L{ParseWorker} is one daemon thread for the whole process, fed through a
 FIFO queue, so messages are parsed one after the other, in order.  libxml2

@@ -338,15 +338,21 @@ class TLSCallHome(Protocol):
     def _netconf_protocol(self) -> IProtocol:
         # Imported here: the NETCONF layer pulls in lxml, which a
         # RESTCONF-only deployment need not pay for at start.
+        from twisted.internet.interfaces import IReactorThreads
+
         from callhome_mux.netconf.session import NetconfClientProtocol
 
+        clock = self.handler.clock
         return NetconfClientProtocol(
             events=self.handler.events,
             settings=self.handler.netconf_settings,
-            clock=self.handler.clock,
+            clock=clock,
             device_id=self.identified.device_id,
             connection_id=self.connection.connection_id,
             details=self.details,
+            # Large replies are parsed in the worker thread once complete,
+            # as over SSH (tests' task.Clock: in the reactor thread).
+            parse_threads=clock if IReactorThreads.providedBy(clock) else None,
         )
 
     def _register(self, session) -> None:
