@@ -1,13 +1,15 @@
 """The demultiplexer's Twisted layer: handoff, timers, limits, events."""
 
+import gc
+
 from hypothesis import given, settings as hypothesis_settings, strategies as st
-from twisted.internet import task
+from twisted.internet import abstract, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from callhome_mux.connection import ConnectionKind
-from callhome_mux.demux.protocol import Admission, DemuxFactory
+from callhome_mux.demux.protocol import Admission, DemuxFactory, share_write_buffer_keys
 from callhome_mux.demux.settings import DemuxSettings
 from callhome_mux.events import EventBus
 
@@ -319,3 +321,66 @@ class AdmissionTests(unittest.TestCase):
         connect(first, host="192.0.2.1")
         _, transport = connect(second, host="192.0.2.1")
         self.assertTrue(transport.disconnected)
+
+
+def _own_dict(instance) -> bool:
+    """Does C{instance} keep a dict of its own (rather than CPython's shared-key attribute array)?"""
+    marker = object()
+    return any(
+        type(referent) is dict and referent and all(getattr(instance, k, marker) is v for k, v in referent.items())
+        for referent in gc.get_referents(instance)
+    )
+
+
+class WriteBufferKeysTests(unittest.TestCase):
+    """share_write_buffer_keys: what an idle connection's socket transport keeps."""
+
+    def test_storm_of_transports_keeps_no_dict_after_writes(self):
+        class Reactor:
+            def addWriter(self, writer):
+                pass
+
+            def removeWriter(self, writer):
+                pass
+
+        class FreshTransport(abstract.FileDescriptor):
+            # A class of its own: its own table of shared instance keys, as
+            # tcp.Server's when the process starts.
+            def writeSomeData(self, data):
+                return len(data)
+
+        transports = []
+        for _ in range(200):  # accepted (connectionMade) before any write, as in a storm
+            transport = FreshTransport(Reactor())
+            share_write_buffer_keys(transport)
+            transports.append(transport)
+        for transport in transports:
+            transport.write(b"<hello/>")
+            transport.doWrite()
+        self.assertEqual([t for t in transports if _own_dict(t)], [])
+        self.assertEqual((transports[0].dataBuffer, transports[0].offset), (b"", 0))
+
+    def test_other_transports_and_pending_data_left_alone(self):
+        transport = StringTransport()
+        share_write_buffer_keys(transport)  # not a FileDescriptor: nothing set
+        self.assertFalse(hasattr(transport, "offset"))
+        busy = abstract.FileDescriptor(object())
+        busy.dataBuffer, busy.offset = b"half-sent", 4
+        share_write_buffer_keys(busy)
+        self.assertEqual((busy.dataBuffer, busy.offset), (b"half-sent", 4))
+
+    def test_accepted_connection_gets_the_keys(self):
+        factory, _, _, _ = make_factory()
+        protocol = factory.buildProtocol(None)
+
+        class Accepted(abstract.FileDescriptor):
+            def getPeer(self):
+                return IPv4Address("TCP", "192.0.2.7", 4000)
+
+            def getHost(self):
+                return IPv4Address("TCP", "192.0.2.1", 4334)
+
+        transport = Accepted(object())
+        protocol.makeConnection(transport)
+        self.assertIn("dataBuffer", vars(transport))
+        self.assertIn("offset", vars(transport))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Dict, Mapping, Optional
 
-from twisted.internet import protocol
+from twisted.internet import abstract, protocol
 from twisted.internet.interfaces import IProtocol
 
 from callhome_mux.connection import (
@@ -91,6 +91,7 @@ class DemuxProtocol(protocol.Protocol):
     # -- connection start ------------------------------------------------
 
     def connectionMade(self) -> None:
+        share_write_buffer_keys(self.transport)
         factory = self.factory
         clock = factory.clock
         self._accepted_at = clock.seconds()
@@ -319,3 +320,22 @@ class DemuxFactory(protocol.Factory):
 
     def buildProtocol(self, addr) -> DemuxProtocol:
         return DemuxProtocol(self)
+
+
+def share_write_buffer_keys(transport) -> None:
+    """
+    Give a fresh socket transport its write-buffer attributes at once.
+
+    Twisted's C{FileDescriptor} first sets C{dataBuffer} and C{offset} on
+    the instance at its first write.  CPython 3.11 keeps a class's instance
+    attributes in one key table shared by all its instances, but stops
+    adding keys to it once ~30 instances exist; an attribute first set after
+    that gives its instance a dict of its own.  In a storm the first write
+    comes after hundreds of accepts, so every connection of the process
+    paid ~0.8 KiB for that dict (bench/hold.py).  Set on the first
+    connections, before any write, the two names join the shared keys.
+    (Twisted would only need to set them in C{FileDescriptor.__init__}.)
+    """
+    if isinstance(transport, abstract.FileDescriptor) and transport.dataBuffer == b"" and transport.offset == 0:
+        transport.dataBuffer = b""
+        transport.offset = 0
