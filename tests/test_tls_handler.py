@@ -241,6 +241,22 @@ class NetconfEndToEndTests(TestCase):
         return self.assertNetconfSession(SILENT, pki.self_signed, "pinned-router", [device])
 
     @defer.inlineCallbacks
+    def test_running_session_keeps_only_what_it_needs(self):
+        """
+        Once the session runs, the call home lets go of the accepted
+        connection's record and the verification outcome (thousands of idle
+        sessions per process); events and the registration still name the
+        connection and the device.
+        """
+        manager, session = yield self.assertNetconfSession(SILENT)
+        callhome = session.protocol.transport.wrappedProtocol
+        self.assertEqual((callhome.connection, callhome.identified, callhome._held), (None, None, None))
+        self.assertEqual(session.device_id, "device1.example.net")
+        started = manager.log.named("tls.handshake.started")[0]
+        self.assertEqual(manager.log.named("tls.protocol.decided")[0]["connection_id"], started["connection_id"])
+        self.assertEqual(session.details["connection_id"], started["connection_id"])
+
+    @defer.inlineCallbacks
     def test_tls_1_2_device(self):
         manager = Manager(self, SILENT)
         yield manager.call_home(self, device_with(test_pki().device, max_version="1.2"), "silent")

@@ -328,12 +328,18 @@ class TLSCallHome(Protocol):
         self.state = "running"
         self.delegate = protocol
         protocol.makeConnection(self.transport)
-        held, self._held = b"".join(self._held), []
+        held, self._held = b"".join(self._held), None
         if held and self.delegate is not None:
             protocol.dataReceived(held)
         when_ready = getattr(protocol, "whenReady", None)
         if when_ready is not None:
             when_ready().addCallbacks(self._register, lambda failure: None)
+        if self.state == "running":
+            # What the handshake and the decision needed (the accepted
+            # connection's record with its addresses, the verified chain)
+            # need not stay for the session's life: idle sessions are
+            # thousands (bench/hold.py --kind tls).
+            self.connection = self.identified = None
 
     def _netconf_protocol(self) -> IProtocol:
         # Imported here: the NETCONF layer pulls in lxml, which a
@@ -359,7 +365,7 @@ class TLSCallHome(Protocol):
         if self.state != "running":
             return
         if not getattr(session, "device_id", None):
-            session.device_id = self.identified.device_id
+            session.device_id = self.details["device_id"]
         self.handler.registry.register(session)
 
     # -- endings ---------------------------------------------------------
@@ -393,7 +399,7 @@ class TLSCallHome(Protocol):
         self._timer = None
 
     def _emit(self, event: str, **fields) -> None:
-        self.handler.events.emit(event, connection_id=self.connection.connection_id, peer=self.peer, **fields)
+        self.handler.events.emit(event, connection_id=self.details["connection_id"], peer=self.peer, **fields)
 
 
 def _describe(reason: Optional[Failure]) -> str:
