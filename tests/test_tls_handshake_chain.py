@@ -158,3 +158,39 @@ class FingerprintNormalisationTests(TestCase):
             samples.append(rng.choice(("", "sha256:", "SHA-256:", "04")) + "".join(text))
         for sample in samples:
             self.assertEqual(self.new(sample), self.old(sample), sample)
+
+
+class AnchorFactsTests(TestCase):
+    def test_anchor_not_dumped_per_connection(self):
+        """A chain ending in a configured anchor reuses the anchor's facts: no DER dump of it per connection."""
+        pki = test_pki()
+        checker = verify.CertificateVerifier(
+            verify.TrustStore((pki.ca.certificate,)), [verify.CertToNameRule(pki.ca.fingerprint)], verify.DeviceDirectory([Device("device1.example.net")])
+        )
+        first = checker.verify(pki.device.certificate)
+        dumps = []
+        original = verify.crypto.dump_certificate
+
+        def counted(*args):
+            dumps.append(args)
+            return original(*args)
+
+        self.patch(verify.crypto, "dump_certificate", counted)
+        again = checker.verify(pki.device.certificate)
+        self.assertEqual(dumps, [])
+        self.assertEqual(again.chain, first.chain)
+        self.assertEqual(again.chain[-1], pki.ca.certificate)
+        self.assertEqual(again.chain_facts[-1].fingerprint, pki.ca.fingerprint)
+
+    def test_anchors_follow_reloaded_trust(self):
+        """After a trust change the anchors' facts are those of the new anchors."""
+        pki = test_pki()
+        checker = verify.CertificateVerifier(
+            verify.TrustStore((pki.ca.certificate,)), [verify.CertToNameRule(pki.other_ca.fingerprint, "common-name")],
+            verify.DeviceDirectory([Device("device1")]),
+        )
+        with self.assertRaises(verify.CertificateRefused):
+            checker.verify(pki.wrong_ca.certificate)
+        checker.trust = verify.TrustStore((pki.other_ca.certificate,))
+        result = checker.verify(pki.wrong_ca.certificate)
+        self.assertEqual(result.chain_facts[-1].fingerprint, pki.other_ca.fingerprint)

@@ -225,10 +225,19 @@ class CertificateVerifier:
         def chain_of(now):
             verified = self._chain_verified_in_handshake(connection, leaf)
             if verified is not None:
-                return (facts, *(self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified[1:]))
+                return (facts, *(self._chain_facts(c) for c in verified[1:]))
             return self._verified_chain(facts, lambda: leaf, lambda: [certificate for certificate, _ in intermediates], now)
 
         return self._verify(facts, chain_of, intermediate_facts, peer_role, peer)
+
+    def _chain_facts(self, certificate: crypto.X509) -> CertificateFacts:
+        """The facts of a certificate of a chain verified with the current store."""
+        anchor = self._anchor_facts.get(_address(certificate)) if self._anchor_facts else None
+        if anchor is None:
+            return self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate))
+        if anchor[1] is None:
+            anchor[1] = self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, anchor[0]))
+        return anchor[1]
 
     def _chain_verified_in_handshake(self, connection: SSL.Connection, leaf: crypto.X509):
         """The chain OpenSSL verified for C{leaf} during the handshake with our current store, else C{None}."""
@@ -284,14 +293,23 @@ class CertificateVerifier:
             where = "the certificate" if not depth else f"CA certificate at depth {depth}"
             raise CertificateRefused(reason, f"{where}: {message}") from None
         # The chain starts with the leaf itself.
-        return (facts, *(self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified[1:]))
+        return (facts, *(self._chain_facts(c) for c in verified[1:]))
 
     def _store(self) -> crypto.X509Store:
         # Built once per trust store (reloadTrust swaps the trust store).
         if getattr(self, "_store_for", None) is not self.trust:
             store = crypto.X509Store()
+            # The store keeps the very X509 objects added (no copies), so a
+            # verified chain ends in one of them: its facts by address,
+            # without a DER dump and hash per connection.
+            self._anchor_facts = {}
             for anchor in self.trust.anchors:
-                store.add_cert(crypto.X509.from_cryptography(anchor))
+                openssl_anchor = crypto.X509.from_cryptography(anchor)
+                store.add_cert(openssl_anchor)
+                # The wrapper is kept with the facts (read at first use, as
+                # before), so that the address stays its own.
+                if _STORE_BINDINGS:
+                    self._anchor_facts[_address(openssl_anchor)] = [openssl_anchor, None]
             # An intermediate CA may be the configured anchor (trust a
             # vendor's device sub-CA without its root).
             store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
@@ -362,11 +380,16 @@ class CertificateVerifier:
 
 
 try:
+    from OpenSSL._util import ffi as _ffi
     from OpenSSL._util import lib as _lib
 
     _STORE_BINDINGS = hasattr(_lib, "SSL_CTX_set_cert_store") and hasattr(_lib, "X509_STORE_up_ref")
 except ImportError:  # pragma: no cover - a pyOpenSSL without the private module
     _STORE_BINDINGS = False
+
+
+def _address(certificate: crypto.X509) -> int:
+    return int(_ffi.cast("uintptr_t", certificate._x509))
 
 
 def _install_store(context: SSL.Context, store: crypto.X509Store) -> None:
