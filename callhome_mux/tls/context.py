@@ -132,11 +132,16 @@ def _alpn_selector(ours: Sequence[str]):
 class ConnectionCreator:
     """What L{twisted.protocols.tls.TLSMemoryBIOFactory} takes: one OpenSSL connection per TCP connection."""
 
-    def __init__(self, context: SSL.Context):
+    def __init__(self, context: SSL.Context, prepare=None):
         self.context = context
+        #: Called with each new client connection (the verifier notes its store on it).
+        self.prepare = prepare
 
     def clientConnectionForTLS(self, protocol) -> SSL.Connection:
-        return SSL.Connection(self.context, None)
+        connection = SSL.Connection(self.context, None)
+        if self.prepare is not None:
+            self.prepare(connection)
+        return connection
 
     def serverConnectionForTLS(self, protocol) -> SSL.Connection:
         return SSL.Connection(self.context, None)

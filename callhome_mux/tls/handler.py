@@ -124,9 +124,11 @@ class TLSHandler:
         # anyway (without enforcing it): with our store it does the check
         # the verifier would otherwise repeat.  (As TLS server that would
         # cost a Python verify callback per certificate.)
-        self.verifier.verify_during_handshake(client)
+        # Each connection notes the store in force when it began: a chain
+        # OpenSSL verified before a trust reload is verified again after.
+        in_handshake = self.verifier.verify_during_handshake(client)
         self._creators = {
-            ConnectionKind.TLS_SILENT: ConnectionCreator(client),
+            ConnectionKind.TLS_SILENT: ConnectionCreator(client, self.verifier.handshake_connection if in_handshake else None),
             ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity)),
         }
         # One TLS transport factory per role for every connection.  Its

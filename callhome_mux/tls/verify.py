@@ -239,10 +239,24 @@ class CertificateVerifier:
             anchor[1] = self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, anchor[0]))
         return anchor[1]
 
+    def handshake_connection(self, connection: SSL.Connection) -> SSL.Connection:
+        """
+        Note on C{connection}, made for a handshake on a context given to
+        L{verify_during_handshake}, the store in force now.  Its chain is
+        taken from the handshake only if the store is still the same when
+        it is verified: a trust reload while the handshake is in flight
+        (after OpenSSL checked the chain with the old anchors, before the
+        handshake finished) has the chain verified again with the new ones.
+        """
+        connection._callhome_store = self._cached_store if self._handshake_contexts else None
+        return connection
+
     def _chain_verified_in_handshake(self, connection: SSL.Connection, leaf: crypto.X509):
         """The chain OpenSSL verified for C{leaf} during the handshake with our current store, else C{None}."""
         if self._injected_clock or not any(connection.get_context() is c for c in self._handshake_contexts):
             return None
+        if getattr(connection, "_callhome_store", None) is not self._store():
+            return None  # the trust changed since the handshake began (or it was not noted)
         if _lib.SSL_get_verify_result(connection._ssl) != 0:
             return None  # checked again below, for the exact reason
         verified = connection.get_verified_chain()
