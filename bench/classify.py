@@ -120,6 +120,7 @@ def run_protocol(kind: str, data: bytes, count: int, settings: DemuxSettings, ev
         p.makeConnection(_Transport())
         if kind == "silent":
             p._silence_timer()
+            p._silence_confirmed()
         else:
             p.dataReceived(data)
         p.connectionLost(lost)

@@ -178,6 +178,51 @@ class TimerTests(unittest.TestCase):
         [rejected] = log.named("connection.rejected")
         self.assertIn("not classified in time (1 bytes read)", rejected["reason"])
 
+    def _run_silence_timer_only(self, clock):
+        # What a busy reactor does: the due timer runs (here: the shared
+        # timers' reactor call), the socket is read only afterwards.
+        [timer] = clock.getDelayedCalls()
+        clock.calls.remove(timer)
+        timer.func(*timer.args, **timer.kw)
+
+    def test_a_banner_read_right_after_the_silence_timer_is_still_ssh(self):
+        factory, clock, log, handlers = make_factory(DemuxSettings(silence_timeout=1.0))
+        proto, transport = connect(factory)
+        clock.rightNow += 1.5  # the reactor is behind: the timer is late
+        self._run_silence_timer_only(clock)
+        self.assertEqual(log.named("connection.classified"), [])
+        proto.dataReceived(samples.SSH_BANNERS["conch"])
+        clock.advance(0)
+        [classified] = log.named("connection.classified")
+        self.assertEqual(classified["kind"], "ssh")
+        self.assertEqual(handlers[ConnectionKind.TLS_SILENT].protocols, [])
+        self.assertEqual(len(handlers[ConnectionKind.SSH].protocols), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_undecided_bytes_right_after_the_silence_timer_wait_for_the_classify_timeout(self):
+        factory, clock, log, handlers = make_factory(DemuxSettings(silence_timeout=1.0, classify_timeout=10.0))
+        proto, transport = connect(factory)
+        clock.rightNow += 1.0
+        self._run_silence_timer_only(clock)
+        proto.dataReceived(b"SS")
+        clock.advance(0)
+        self.assertEqual(log.named("connection.classified"), [])
+        [timer] = clock.getDelayedCalls()
+        self.assertEqual(timer.getTime(), 10.0)
+        clock.advance(9.0)
+        [rejected] = log.named("connection.rejected")
+        self.assertIn("not classified in time (2 bytes read)", rejected["reason"])
+
+    def test_lost_right_after_the_silence_timer(self):
+        factory, clock, log, handlers = make_factory(DemuxSettings(silence_timeout=1.0))
+        proto, transport = connect(factory)
+        clock.rightNow += 1.0
+        self._run_silence_timer_only(clock)
+        proto.connectionLost(None)
+        clock.advance(0)
+        self.assertEqual(handlers[ConnectionKind.TLS_SILENT].protocols, [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_classify_timeout_exact_after_the_silence_timer(self):
         # One timer at a time per connection; the classification timeout
         # still falls at accept + classify_timeout exactly.

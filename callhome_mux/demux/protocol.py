@@ -141,6 +141,13 @@ class DemuxProtocol(protocol.Protocol):
             self._decided(decision)
 
     def _silence_timer(self) -> None:
+        # A busy reactor can run this timer before it reads a banner that is
+        # already waiting in the socket (a storm under load made SSH devices
+        # look like silent TLS ones).  Give reads one more reactor turn
+        # first; bytes read meanwhile decide as they always do.
+        self._timer = shared_timers(self.factory.clock).callLater(0, self._silence_confirmed)
+
+    def _silence_confirmed(self) -> None:
         self._timer = None
         settings = self.factory.settings
         decision = self._classifier.silence()
