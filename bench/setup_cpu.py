@@ -67,7 +67,7 @@ class MuxSide(Side):
 
         server_args = argparse.Namespace(
             kind="ssh", devices=args.sessions, port=0, pki=None, ca_fingerprint=None, silence_timeout=0.0,
-            set=list(args.set), experiment=args.experiment,
+            set=list(args.set), experiment=args.experiment, show_events=args.events,
         )
         if args.mux_kex == "same-as-floor":
             server_args.set += ['ssh.key_exchanges=["curve25519-sha256", "curve25519-sha256@libssh.org"]',
@@ -85,7 +85,22 @@ class MuxSide(Side):
             for experiment in self._args.experiment or ():
                 if experiment == "no-inventory-events" and self.service.inventory is not None:
                     self.service.events.removeObserver(self.service.inventory._on_event)
+                elif experiment == "no-events":  # what every event and its observers cost
+                    self.service.events.emit = lambda event, **fields: {}
             self.port = ports[0].getHost().port
+            if self._args.show_events:
+                # Which events, and why things failed (costs an observer).
+                from collections import Counter
+
+                seen = self.events_seen = Counter()
+
+                def count(event):
+                    name = event["event"]
+                    seen[name] += 1
+                    if name.endswith(("failed", "timeout", "rejected", "refused", "error", "closed")):
+                        seen[f"{name}: {event.get('reason')}"] += 1
+
+                self.service.events.addObserver(count)
 
         return self.service.whenListening().addCallback(listening)
 
@@ -194,6 +209,12 @@ def one_round(side: Side, args, reactor, profile_path=None):
     deadline = time.time() + 30
     while blockingCallFromThread(reactor, side.connections) and time.time() < deadline:
         time.sleep(0.05)
+    if result["failed"]:
+        print(f"    failures: {result['failures']}", flush=True)
+    if getattr(side, "events_seen", None):
+        for name, count in sorted(blockingCallFromThread(reactor, lambda: dict(side.events_seen)).items()):
+            print(f"    event {name}: {count}", flush=True)
+        blockingCallFromThread(reactor, side.events_seen.clear)
     return thread1 - thread0, process1 - process0, result["done"], result["failed"], cpu_of
 
 
@@ -242,7 +263,9 @@ def main():
     parser.add_argument("--capabilities", type=int, default=64)
     parser.add_argument("--only", choices=("mux", "floor"), help="run one side only")
     parser.add_argument("--mux-kex", default="same-as-floor", choices=("same-as-floor", "default"))
-    parser.add_argument("--experiment", action="append", default=[], choices=("no-inventory-events",))
+    parser.add_argument("--experiment", action="append", default=[], choices=("no-inventory-events", "no-events"),
+                        help="take a part away to measure its share (never for the headline figures)")
+    parser.add_argument("--events", action="store_true", help="count callhome-mux's events (and failure reasons) per round")
     parser.add_argument("--set", action="append", default=[], help="section.key=value (TOML value), for callhome-mux")
     parser.add_argument("--callgrind", action="store_true",
                         help="under valgrind --tool=callgrind --instr-atstart=no: instrument only the storms "
