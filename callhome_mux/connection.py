@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Protocol as TypingProtocol
+from typing import Any, Dict, Optional, Protocol as TypingProtocol, Tuple
 
 from twisted.internet.interfaces import IAddress, IProtocol, ITransport
 
@@ -77,10 +77,15 @@ class ClassifiedConnection:
     preamble_lines: tuple = ()
     #: Free space for the layers above (ssh, tls) to note what they learn.
     details: Dict[str, Any] = field(default_factory=dict)
+    # (peer, its text): the layers above ask for the text more than once.
+    _peer_text: Optional[Tuple[IAddress, str]] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def peer_text(self) -> str:
-        return format_address(self.peer)
+        cached = self._peer_text
+        if cached is None or cached[0] is not self.peer:
+            cached = self._peer_text = (self.peer, format_address(self.peer))
+        return cached[1]
 
 
 class ConnectionHandler(TypingProtocol):

@@ -136,11 +136,19 @@ class SharedTimers:
 
 
 _BY_CLOCK: "weakref.WeakKeyDictionary[Any, SharedTimers]" = weakref.WeakKeyDictionary()
+# The clock asked for last and its timers: nearly always the reactor, asked
+# four times per call home (a WeakKeyDictionary look-up is a Python call).
+_last: Tuple[Any, Optional[SharedTimers]] = (None, None)
 
 
 def shared_timers(clock) -> SharedTimers:
     """The L{SharedTimers} of C{clock} (one per clock: the reactor, or a test's Clock)."""
+    global _last
+    last_clock, timers = _last
+    if last_clock is clock and timers is not None:
+        return timers
     timers = _BY_CLOCK.get(clock)
     if timers is None:
         timers = _BY_CLOCK[clock] = SharedTimers(clock)
+    _last = (clock, timers)
     return timers

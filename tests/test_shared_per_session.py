@@ -142,3 +142,32 @@ class MetricsChildrenTests(unittest.TestCase):
         self.assertEqual(value(found, "callhome_sessions_opened_total", transport="unknown"), 3)
         self.assertEqual(value(found, "callhome_sessions_lost_total", transport="netconf-tls"), 1)
         self.assertEqual(value(found, "callhome_sessions_lost_total", transport="7"), 1)
+
+
+class PeerTextTests(unittest.TestCase):
+    def test_the_peer_text_is_worked_out_once_and_follows_a_new_peer(self):
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from twisted.internet.testing import StringTransport
+
+        from callhome_mux import connection as connection_module
+        from callhome_mux.connection import ClassifiedConnection, ConnectionKind
+
+        calls = []
+        original = connection_module.format_address
+
+        def counting(address):
+            calls.append(address)
+            return original(address)
+
+        self.patch(connection_module, "format_address", counting)
+        peer = IPv4Address("TCP", "192.0.2.7", 4334)
+        connection = ClassifiedConnection("c1", ConnectionKind.SSH, StringTransport(), peer, peer)
+        self.assertEqual([connection.peer_text, connection.peer_text], ["192.0.2.7:4334", "192.0.2.7:4334"])
+        self.assertEqual(len(calls), 1)
+        connection.peer = IPv6Address("TCP", "2001:db8::1", 830)
+        self.assertEqual(connection.peer_text, "[2001:db8::1]:830")
+        self.assertEqual(len(calls), 2)
+        # Not part of what the connection is (equality, repr).
+        again = ClassifiedConnection("c1", ConnectionKind.SSH, connection.transport, connection.peer, peer)
+        self.assertEqual(again, connection)
+        self.assertNotIn("_peer_text", repr(connection))

@@ -61,6 +61,34 @@ class QuietLoggerTests(unittest.TestCase):
         self.assertEqual(seen[0]["id"], 0)
         self.assertEqual(seen[0]["log_namespace"], "twisted.conch.ssh.connection")
 
+    def test_failure_warn_critical_as_logger(self):
+        from twisted.logger import LogPublisher
+
+        from callhome_mux.ssh.conch_log import QuietLogger
+
+        seen = []
+        log = QuietLogger(namespace="twisted.conch.ssh.transport", observer=LogPublisher(seen.append))
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.failure("Error decompressing payload")
+        log.warn("odd {x}", x=1)
+        log.critical("worse")
+        self.assertEqual([e["log_level"] for e in seen], [LogLevel.critical, LogLevel.warn, LogLevel.critical])
+        self.assertTrue(seen[0]["log_failure"].check(ZeroDivisionError))
+        self.assertEqual(seen[1]["x"], 1)
+
+    def test_not_a_descriptor(self):
+        # conch reads self._log ~9 times per call home: a plain attribute,
+        # not a __get__ call (twisted's Logger re-binds on every access).
+        from callhome_mux.ssh.client import CallHomeClientTransport, CallHomeConnection, NetconfChannel
+        from callhome_mux.ssh.conch_log import QuietLogger
+        from callhome_mux.ssh.userauth import DeviceUserAuth
+
+        self.assertFalse(hasattr(QuietLogger, "__get__"))
+        for cls in (CallHomeClientTransport, CallHomeConnection, NetconfChannel, DeviceUserAuth):
+            self.assertIsInstance(cls.__dict__["_log"], QuietLogger)
+
     def test_nothing_built_without_observers(self):
         from twisted.logger import LogPublisher
 

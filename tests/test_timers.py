@@ -115,3 +115,27 @@ class SharedTimersTests(unittest.TestCase):
         other = task.Clock()
         self.assertIs(shared_timers(self.clock), shared_timers(self.clock))
         self.assertIsNot(shared_timers(self.clock), shared_timers(other))
+
+    def test_one_per_clock_when_asked_in_turns(self):
+        # The last clock's timers are kept at hand: asking for another
+        # clock in between must still give each clock its own.
+        other = task.Clock()
+        mine, theirs = shared_timers(self.clock), shared_timers(other)
+        for _ in range(3):
+            self.assertIs(shared_timers(self.clock), mine)
+            self.assertIs(shared_timers(self.clock), mine)
+            self.assertIs(shared_timers(other), theirs)
+        self.assertIs(mine._clock, self.clock)
+        self.assertIs(theirs._clock, other)
+
+    def test_the_clock_asked_last_is_answered_without_a_lookup(self):
+        from callhome_mux import timers as timers_module
+
+        mine = shared_timers(self.clock)
+
+        class NoLookups(dict):
+            def get(self, key, default=None):
+                raise AssertionError("looked up again")
+
+        self.patch(timers_module, "_BY_CLOCK", NoLookups())
+        self.assertIs(shared_timers(self.clock), mine)

@@ -36,6 +36,10 @@ from callhome_mux.events import EventBus
 from callhome_mux.timers import shared_timers
 
 
+#: The kinds' names for events (an Enum's C{.value} is a property lookup each time).
+_KIND_NAMES = {kind: kind.value for kind in ConnectionKind}
+
+
 class Admission:
     """Counts unclassified connections, in total and per source address."""
 
@@ -196,7 +200,7 @@ class DemuxProtocol(protocol.Protocol):
             "connection.classified",
             connection_id=self.connection_id,
             peer=self._peer_text,
-            kind=kind.value,
+            kind=_KIND_NAMES[kind],
             bytes=len(decision.data),
             ms=round(elapsed_ms, 3),
             reason=decision.reason,
@@ -227,7 +231,7 @@ class DemuxProtocol(protocol.Protocol):
                 "connection.handler.error",
                 connection_id=self.connection_id,
                 peer=self._peer_text,
-                kind=kind.value,
+                kind=_KIND_NAMES[kind],
                 reason=repr(error),
             )
             transport.loseConnection()
@@ -281,7 +285,7 @@ class DemuxProtocol(protocol.Protocol):
             "connection.closed",
             connection_id=self.connection_id,
             peer=self._peer_text,
-            kind=self.kind.value if self.kind else None,
+            kind=_KIND_NAMES[self.kind] if self.kind else None,
             seconds=round(self.factory.clock.seconds() - self._accepted_at, 3),
         )
 
