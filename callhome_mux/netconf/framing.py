@@ -19,6 +19,7 @@ so that a large message can be parsed while it is still arriving.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import List, Optional, Tuple
 
 from callhome_mux.netconf.errors import FramingError
@@ -34,6 +35,8 @@ _MAX_HEADER = 2 + _MAX_SIZE_DIGITS + 1
 _LF = 0x0A
 _HASH = 0x23
 _DIGITS = frozenset(b"0123456789")
+# A well-formed chunk header: 1..10 digits, no leading zero.
+_CHUNK_HEADER = re.compile(rb"\n#([1-9][0-9]{0,%d})\n" % (_MAX_SIZE_DIGITS - 1))
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
@@ -258,6 +261,46 @@ class FrameDecoder:
         else:
             self._offset = end + 4
         return data[newline + 1 : end]
+
+    def next_small_messages(self) -> List[bytes]:
+        """
+        Every complete message at the head of the first read that is one
+        chunk and its end marker (the usual small reply), taken in one loop;
+        an empty list when the next message is anything else, which
+        L{next_message} then decodes (or refuses, if it is malformed).
+
+        Pipelined replies arrive dozens to a read: one call for all of them
+        instead of two per message.
+        """
+        if not self.chunked or self._message_size or not self._input or self._broken is not None:
+            return []
+        data = self._input[0]
+        offset = start = self._offset
+        limit = min(self.max_chunk_size, self.max_message_size)
+        messages = []
+        append = messages.append
+        header = _CHUNK_HEADER.match
+        # The checks of _whole_single_chunk (size 1..limit without leading
+        # zeros, the end marker right after the data), per message.
+        while True:
+            match = header(data, offset)
+            if match is None:
+                break
+            size = int(match[1])
+            begin = match.end()
+            end = begin + size
+            if size > limit or data[end : end + 4] != b"\n##\n":
+                break
+            append(data[begin:end])
+            offset = end + 4
+        if offset != start:
+            self._input_size -= offset - start
+            if offset == len(data):
+                del self._input[0]
+                self._offset = 0
+            else:
+                self._offset = offset
+        return messages
 
     def _header_bytes(self) -> Tuple[bytes, int]:
         """The bytes a chunk header may span: the first read itself when it holds enough, else a short copy."""

@@ -55,6 +55,15 @@ from callhome_mux.timers import shared_timers
 __all__ = ["NetconfClientProtocol", "NetconfSession", "hello_message"]
 
 _RPC_OPEN = b'<rpc xmlns="' + BASE_NS.encode() + b'" message-id="'
+# An <rpc> around its message-id and body, framed in one %-format (one copy).
+_RPC = _RPC_OPEN + b'%d">%s</rpc>'
+_CHUNKED_RPC = b"\n#%d\n" + _RPC + b"\n##\n"
+_EOM_RPC = _RPC + b"]]>]]>"
+_RPC_WRAPPING_SIZE = len(_RPC_OPEN) + len(b'">') + len(b"</rpc>")
+# How most devices start a reply: the element name ends at the space, and
+# the default namespace (the element's own: it has no prefix) is the base
+# namespace, closing quote included.  An element cannot declare it twice.
+_PLAIN_REPLY_START = b'<rpc-reply xmlns="' + BASE_NS.encode() + b'"'
 _XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 _OPERATION_NAME = re.compile(rb"\s*<(?:[\w.-]+:)?([\w.-]+)")
 _EOM = b"]]>]]>"
@@ -105,6 +114,19 @@ def _our_hello(capabilities: tuple) -> bytes:
     return encode_eom(hello_message(capabilities))
 
 
+def _rpc_body(request):
+    """C{(request as kept for error messages, body bytes)} of an RPC given as str, bytes or element."""
+    if isinstance(request, str):
+        request = request.encode("utf-8")
+    if isinstance(request, (bytes, bytearray)):
+        body = bytes(request)
+        if body[:1] != b"<" or body.startswith(b"<?xml"):
+            # Whitespace or an XML declaration first (rare): drop the declaration.
+            body = _XML_DECLARATION.sub(b"", body, count=1)
+        return request, body
+    return request, etree.tostring(request)
+
+
 def operation_name(request) -> str:
     """The local name of an RPC's operation, for error messages."""
     if isinstance(request, (bytes, bytearray)):
@@ -113,15 +135,9 @@ def operation_name(request) -> str:
     return etree.QName(request).localname
 
 
-class _Pending:
-    __slots__ = ("deferred", "request", "timeout", "deadline")
-
-    def __init__(self, deferred, request, timeout, deadline):
-        self.deferred = deferred
-        self.request = request
-        self.timeout = timeout
-        self.deadline = deadline  # clock time after which it times out, or None
-
+# An outstanding RPC is a tuple (deferred, request, timeout, deadline):
+# deadline is the clock time after which it times out, or None.  (A tuple
+# is made in a tenth of the time of an instance with an __init__.)
 
 # A timer armed for a deadline may fire a rounding error early.
 _DEADLINE_SLACK = 1e-7
@@ -210,7 +226,7 @@ class NetconfClientProtocol(Protocol):
         self._stream_finishing = False
         self._processing = False
         self._ids = itertools.count(1)
-        self._pending: Dict[str, _Pending] = {}
+        self._pending: Dict[str, tuple] = {}
         self._ready_waiters: List[defer.Deferred] = []
         self._lost_waiters: List[defer.Deferred] = []
 
@@ -269,6 +285,12 @@ class NetconfClientProtocol(Protocol):
         self._processing = True
         try:
             while self._state in ("hello", "ready", "closing") and not self._stream_finishing:
+                if self._stream is None and self._state != "hello":
+                    # Small replies, dozens to a read when pipelined: taken together.
+                    messages = decoder.next_small_messages()
+                    if messages:
+                        self._small_messages_received(messages)
+                        continue
                 message = decoder.next_message()
                 if message is None:
                     # With a worker the pieces stay in the decoder (bounded
@@ -369,17 +391,11 @@ class NetconfClientProtocol(Protocol):
         return self._send_rpc(request, timeout)
 
     def _send_rpc(self, request, timeout: Optional[float]) -> defer.Deferred:
-        if isinstance(request, str):
-            request = request.encode("utf-8")
-        if isinstance(request, (bytes, bytearray)):
-            body = bytes(request)
-            if body[:1] != b"<" or body.startswith(b"<?xml"):
-                # Whitespace or an XML declaration first (rare): drop the declaration.
-                body = _XML_DECLARATION.sub(b"", body, count=1)
-        else:
-            body = etree.tostring(request)
-        message_id = str(next(self._ids))
-        parts = (_RPC_OPEN, message_id.encode("ascii"), b'">', body, b"</rpc>")
+        body = request
+        if type(body) is not bytes or body[:1] != b"<" or body.startswith(b"<?xml"):
+            request, body = _rpc_body(request)
+        number = next(self._ids)
+        message_id = str(number)
         # The delimiter cannot straddle body and wrapper (those end in '>' and start with '<').
         if not self._chunked and _EOM in body:
             return defer.fail(ValueError("an RPC containing ']]>]]>' cannot be sent with base:1.0 framing"))
@@ -388,7 +404,7 @@ class NetconfClientProtocol(Protocol):
         deferred = defer.Deferred(lambda d: self._abandon(message_id))
         if timeout:
             deadline = self.clock.seconds() + timeout
-            self._pending[message_id] = _Pending(deferred, request, timeout, deadline)
+            self._pending[message_id] = (deferred, request, timeout, deadline)
             if self._sweep_call is None:
                 self._sweep_call = self.clock.callLater(timeout, self._sweep)
                 self._sweep_at = deadline
@@ -396,20 +412,20 @@ class NetconfClientProtocol(Protocol):
                 self._sweep_call.reset(timeout)
                 self._sweep_at = deadline
         else:
-            self._pending[message_id] = _Pending(deferred, request, None, None)
-        self._write(parts)
+            self._pending[message_id] = (deferred, request, None, None)
+        self._write_rpc(number, len(message_id), body)
         return deferred
 
-    def _write(self, parts) -> None:
-        """Frame the message made of C{parts} (one copy of each) and write it, or hold it (see L{dataReceived})."""
+    def _write_rpc(self, number: int, id_size: int, body: bytes) -> None:
+        """Frame <rpc message-id=C{number}>C{body}</rpc> (one copy of the body) and write it, or hold it (see L{_process})."""
         if self._chunked:
-            size = sum(map(len, parts))
+            size = _RPC_WRAPPING_SIZE + id_size + len(body)
             if size <= self.settings.send_chunk_size:
-                frame = b"".join((b"\n#%d\n" % size, *parts, b"\n##\n"))
+                frame = _CHUNKED_RPC % (size, number, body)
             else:
-                frame = encode_chunked(b"".join(parts), self.settings.send_chunk_size)
+                frame = encode_chunked(_RPC % (number, body), self.settings.send_chunk_size)
         else:
-            frame = b"".join((*parts, _EOM))
+            frame = _EOM_RPC % (number, body)
         outgoing = self._outgoing
         if outgoing is None:
             self.transport.write(frame)
@@ -472,6 +488,21 @@ class NetconfClientProtocol(Protocol):
         # The text of a reply (UTF-8 or another ASCII-compatible encoding)
         # holds the bytes "rpc-error" if it has an <rpc-error>: most have not.
         self._element_received(xmlsafe.parse(message), message[:1] != b"<" or b"rpc-error" in message)
+
+    def _small_messages_received(self, messages: List[bytes]) -> None:
+        """L{_message_received} for each of C{messages} (after the hello), replies handled directly."""
+        parse = xmlsafe.parse
+        for message in messages:
+            if self._state not in ("ready", "closing"):
+                return  # the session ended while handling an earlier one
+            root = parse(message)
+            may_have_errors = message[:1] != b"<" or b"rpc-error" in message
+            # A message that parsed and starts with this start tag is an
+            # <rpc-reply> in the base namespace: no need to build root.tag.
+            if message.startswith(_PLAIN_REPLY_START) or root.tag == RPC_REPLY:
+                self._reply_received(root, may_have_errors)
+            else:
+                self._element_received(root, may_have_errors)
 
     def _element_received(self, root, may_have_errors: bool = True) -> None:
         tag = root.tag
@@ -558,9 +589,9 @@ class NetconfClientProtocol(Protocol):
         if may_have_errors and reply.find(RPC_ERROR) is not None:
             errors = [RPCErrorItem.from_element(element) for element in reply.iterfind(RPC_ERROR)]
             if any(error.severity != "warning" for error in errors):
-                pending.deferred.errback(RPCError(errors, reply, operation_name(pending.request)))
+                pending[0].errback(RPCError(errors, reply, operation_name(pending[1])))
                 return
-        pending.deferred.callback(reply)
+        pending[0].callback(reply)
 
     def _unmatched_reply(self, message_id: Optional[str]) -> None:
         if self._abandoned is not None and message_id in self._abandoned:
@@ -604,7 +635,7 @@ class NetconfClientProtocol(Protocol):
         expired = []
         next_deadline = None
         for message_id, pending in self._pending.items():
-            deadline = pending.deadline
+            deadline = pending[3]
             if deadline is None:
                 continue
             if deadline <= now:
@@ -621,12 +652,12 @@ class NetconfClientProtocol(Protocol):
         if not self._pending:
             self._cancel_sweep()
 
-    def _rpc_timed_out(self, message_id: str, pending: _Pending) -> None:
+    def _rpc_timed_out(self, message_id: str, pending: tuple) -> None:
         self._remember_abandoned(message_id)
-        name = operation_name(pending.request)
-        timeout = pending.timeout
+        deferred, request, timeout, _ = pending
+        name = operation_name(request)
         self._emit("netconf.rpc.timeout", message_id=message_id, operation=name, timeout=timeout)
-        pending.deferred.errback(RPCTimeoutError(message_id, timeout, name))
+        deferred.errback(RPCTimeoutError(message_id, timeout, name))
 
     def _cancel_sweep(self) -> None:
         if self._sweep_call is not None:
@@ -676,7 +707,7 @@ class NetconfClientProtocol(Protocol):
         pending, self._pending = self._pending, {}
         self._cancel_sweep()
         for entry in pending.values():
-            entry.deferred.errback(SessionLostError(f"session lost before the reply: {reason}"))
+            entry[0].errback(SessionLostError(f"session lost before the reply: {reason}"))
 
     def _not_usable(self) -> Exception:
         if self._state in ("new", "hello"):
@@ -761,7 +792,10 @@ class NetconfSession(NetconfOperations, ManagedSession):
         C{timeout} seconds (None: the configured default, 0: none), or
         L{SessionLostError}.  Cancelling the Deferred forgets the RPC.
         """
-        return self.protocol.rpc(request, timeout)
+        protocol = self.protocol
+        if protocol._state != "ready":  # NetconfClientProtocol.rpc, one call less per RPC
+            return defer.fail(protocol._not_usable())
+        return protocol._send_rpc(request, timeout)
 
     def close(self, reason: str = "closed") -> None:
         self.protocol.close(reason)

@@ -63,6 +63,15 @@ def parse(data: bytes, parser: Optional[etree.XMLParser] = None):
     a DOCTYPE.  C{parser}: one from L{make_parser}, for threads other than
     the reactor's (default: the reactor thread's own).
     """
+    if data[:1] == b"<" and data[1:2] not in (b"?", b"!"):
+        # The usual NETCONF message: the root element comes first, nothing
+        # to check before or after the parse (_prolog_end's first case).
+        try:
+            return etree.fromstring(data, parser or _PARSER)
+        except etree.XMLSyntaxError as error:
+            raise UnsafeXMLError(f"malformed XML: {error}") from None
+        except ValueError as error:
+            raise UnsafeXMLError(f"unparseable XML: {error}") from None
     prolog_end = _prolog_end(data)
     try:
         root = etree.fromstring(data, parser or _PARSER)
