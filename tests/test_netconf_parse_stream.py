@@ -163,6 +163,16 @@ class ThreadedProtocolTests(TestCase):
         self.successResultOf(pending)
         self.assertEqual(self.worker.jobs, 0)
 
+    def test_large_single_chunk_reply_in_one_read_parsed_in_the_worker(self):
+        """Small replies are taken together from a read, large ones still go to the worker."""
+        session = self.start()
+        small, big = session.rpc(b"<commit/>"), session.rpc(b"<get/>")
+        ok = b'<rpc-reply xmlns="' + BASE_NS.encode() + b'" message-id="1"><ok/></rpc-reply>'
+        self.client.dataReceived(encode_chunked(ok) + encode_chunked(DOCUMENT.replace(b'message-id="1"', b'message-id="2"')))
+        self.successResultOf(small)
+        self.assertEqual(self.worker.jobs, 1)
+        return big.addCallback(lambda reply: self.assertEqual(len(reply.find(qn("data"))), 2000))
+
     def test_large_base10_reply_parsed_in_the_worker(self):
         """base:1.0 messages were never streamed; a large one no longer blocks the reactor either."""
         session = self.start(base=BASE_1_0)

@@ -88,6 +88,14 @@ class NextSmallMessagesTests(TestCase):
             self.assertEqual(decoder.next_small_messages(), [], limits)
             self.assertRaises(FramingError, decoder.next_message)
 
+    def test_only_messages_shorter_than_asked(self):
+        decoder = self.chunked()
+        decoder.push(chunk(b"<a/>") + chunk(b"<bbbb/>") + chunk(b"<c/>"))
+        self.assertEqual(decoder.next_small_messages(below=5), [b"<a/>"])
+        self.assertEqual(decoder.next_small_messages(below=5), [])
+        self.assertEqual(decoder.next_message(), b"<bbbb/>")
+        self.assertEqual(decoder.next_small_messages(below=5), [b"<c/>"])
+
     def test_not_in_the_middle_of_a_message(self):
         decoder = self.chunked()
         decoder.push(b"\n#2\n<a")

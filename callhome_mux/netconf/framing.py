@@ -262,12 +262,13 @@ class FrameDecoder:
             self._offset = end + 4
         return data[newline + 1 : end]
 
-    def next_small_messages(self) -> List[bytes]:
+    def next_small_messages(self, below: int = MAX_CHUNK_SIZE + 1) -> List[bytes]:
         """
         Every complete message at the head of the first read that is one
-        chunk and its end marker (the usual small reply), taken in one loop;
-        an empty list when the next message is anything else, which
-        L{next_message} then decodes (or refuses, if it is malformed).
+        chunk and its end marker, shorter than C{below} bytes (the usual
+        small reply), taken in one loop; an empty list when the next message
+        is anything else, which L{next_message} then decodes (or refuses, if
+        it is malformed).
 
         Pipelined replies arrive dozens to a read: one call for all of them
         instead of two per message.
@@ -276,7 +277,7 @@ class FrameDecoder:
             return []
         data = self._input[0]
         offset = start = self._offset
-        limit = min(self.max_chunk_size, self.max_message_size)
+        limit = min(self.max_chunk_size, self.max_message_size, below - 1)
         messages = []
         append = messages.append
         header = _CHUNK_HEADER.match

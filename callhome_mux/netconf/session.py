@@ -286,8 +286,9 @@ class NetconfClientProtocol(Protocol):
         try:
             while self._state in ("hello", "ready", "closing") and not self._stream_finishing:
                 if self._stream is None and self._state != "hello":
-                    # Small replies, dozens to a read when pipelined: taken together.
-                    messages = decoder.next_small_messages()
+                    # Small replies, dozens to a read when pipelined: taken
+                    # together (large ones below, maybe in the worker).
+                    messages = decoder.next_small_messages(self.stream_after)
                     if messages:
                         self._small_messages_received(messages)
                         continue
