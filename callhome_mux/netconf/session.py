@@ -486,18 +486,25 @@ class NetconfClientProtocol(Protocol):
         if self._state == "hello":
             self._hello_message_received(message)
             return
-        # The text of a reply (UTF-8 or another ASCII-compatible encoding)
-        # holds the bytes "rpc-error" if it has an <rpc-error>: most have not.
-        self._element_received(xmlsafe.parse(message), message[:1] != b"<" or b"rpc-error" in message)
+        # The text of a reply whose root element comes first (UTF-8, see
+        # xmlsafe.root_first) holds the bytes "rpc-error" if it has an
+        # <rpc-error>: most have not.  Anything else (an XML declaration that
+        # may name UTF-7, UTF-16 without a byte-order mark) is looked at.
+        self._element_received(
+            xmlsafe.parse(message), b"rpc-error" in message or not xmlsafe.root_first(message)
+        )
 
     def _small_messages_received(self, messages: List[bytes]) -> None:
         """L{_message_received} for each of C{messages} (after the hello), replies handled directly."""
         parse = xmlsafe.parse
+        root_first = xmlsafe.root_first
         for message in messages:
             if self._state not in ("ready", "closing"):
                 return  # the session ended while handling an earlier one
             root = parse(message)
-            may_have_errors = message[:1] != b"<" or b"rpc-error" in message
+            # As in _message_received: only a root-first (UTF-8) reply's
+            # bytes tell whether it has an <rpc-error>.
+            may_have_errors = b"rpc-error" in message or not root_first(message)
             # A message that parsed and starts with this start tag is an
             # <rpc-reply> in the base namespace: no need to build root.tag.
             if message.startswith(_PLAIN_REPLY_START) or root.tag == RPC_REPLY:

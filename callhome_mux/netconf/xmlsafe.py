@@ -45,10 +45,19 @@ _PARSER = make_parser()
 _DOCTYPE_REFUSED = "refusing XML with a DOCTYPE declaration (DTDs and entities are refused)"
 
 
+def root_first(data: bytes) -> bool:
+    """
+    The usual NETCONF message: the root element comes first, in an
+    ASCII-compatible encoding (UTF-8: no XML declaration to name another),
+    so no DOCTYPE can be anywhere.  Not a "<" then NUL: that is UTF-16LE or
+    UCS-4 without a byte-order mark, which libxml2 detects by itself.
+    """
+    return data[:1] == b"<" and data[1:2] not in (b"?", b"!", b"\x00", b"")
+
+
 def _prolog_end(data: bytes) -> int:
     """Where the prolog of C{data} ends; L{UnsafeXMLError} if a DOCTYPE starts there."""
-    if data[:1] == b"<" and data[1:2] not in (b"?", b"!"):
-        # The usual NETCONF message: the root element comes first.
+    if root_first(data):
         return 0
     start = 3 if data.startswith(_BOM) else 0
     prolog_end = _PROLOG.match(data, start).end()
@@ -63,7 +72,7 @@ def parse(data: bytes, parser: Optional[etree.XMLParser] = None):
     a DOCTYPE.  C{parser}: one from L{make_parser}, for threads other than
     the reactor's (default: the reactor thread's own).
     """
-    if data[:1] == b"<" and data[1:2] not in (b"?", b"!"):
+    if root_first(data):
         # The usual NETCONF message: the root element comes first, nothing
         # to check before or after the parse (_prolog_end's first case).
         try:
@@ -79,9 +88,11 @@ def parse(data: bytes, parser: Optional[etree.XMLParser] = None):
         raise UnsafeXMLError(f"malformed XML: {error}") from None
     except ValueError as error:  # e.g. str with an encoding declaration
         raise UnsafeXMLError(f"unparseable XML: {error}") from None
-    # The prefix check reads ASCII-compatible encodings; when the root
-    # element did not follow the prolog there (UTF-16, say), ask libxml2.
-    if data[prolog_end : prolog_end + 1] != b"<" and root.getroottree().docinfo.doctype:
+    # The prefix check reads ASCII bytes only: unless the root element came
+    # first, ask libxml2 (the prolog may be UTF-16 without a byte-order
+    # mark, or an ASCII declaration may name an encoding such as UTF-7 in
+    # which a DOCTYPE's bytes are not "<!DOCTYPE").
+    if root.getroottree().docinfo.doctype:
         raise UnsafeXMLError(_DOCTYPE_REFUSED)
     return root
 
