@@ -120,6 +120,20 @@ class RenewalTests(TestCase):
         self.assertTrue(pair.tls._handshakeDone)
         self.assertEqual(pair.tls.renewed, 2)  # both BIOs carried the handshake flights
 
+    def test_handshake_and_renewal_add_no_attribute(self):
+        """
+        An idle transport has no attribute that its handshake or a BIO
+        renewal set first: CPython 3.11 would give it a dict of its own
+        when the first handshake ends after many connections began.
+        """
+        pair = Pair(self)
+        pair.device_sends(b"x" * (2 * RENEW_ABOVE))
+        self.assertGreater(pair.tls.renewed, 2)
+        connecting = type(pair.tls)(pair.tls.factory, Recorder())
+        connecting.makeConnection(StringTransport())
+        self.assertFalse(connecting._handshakeDone)
+        self.assertEqual(sorted(set(vars(pair.tls)) - set(vars(connecting))), [])
+
     def test_large_read_renews_the_read_bio_and_loses_nothing(self):
         pair = Pair(self)
         before_in, before_out = pair.bios()

@@ -54,11 +54,17 @@ def bios_renewable(connection: SSL.Connection) -> bool:
 class CallHomeTLSTransport(BufferingTLSTransport):
     """C{BufferingTLSTransport} whose drained memory BIOs are renewed (see the module docstring)."""
 
-    _into_grown = False
-    _from_grown = False
-    _renewable = False
-    #: How many times a BIO was renewed (tests and curiosity).
-    renewed = 0
+    def __init__(self, factory, wrappedProtocol):
+        super().__init__(factory, wrappedProtocol)
+        # Every attribute the handshake and BIO renewal set, set from the
+        # start: CPython 3.11 stops adding keys to a class's shared instance
+        # keys once ~30 instances exist, and in a storm the first handshake
+        # ends after hundreds of connections began; an attribute first set
+        # then gives each transport a dict of its own (~0.8 KiB per session).
+        self._handshakeDone = False
+        self._into_grown = self._from_grown = self._renewable = False
+        #: How many times a BIO was renewed (tests and curiosity).
+        self.renewed = 0
 
     def makeConnection(self, transport):
         if not self._connectWrapped:
