@@ -318,6 +318,45 @@ class Commands:
         total = sum(s.size_diff for s in stats)
         return {"memtop": top, "total_kib": total / 1024}
 
+    def memgroups(self, sessions="1", count="40", by="owner"):
+        """
+        Python allocations since C{snap} (needs --tracemalloc FRAMES), per
+        session: grouped C{by} "owner" (the innermost frame outside the
+        standard library, and the innermost of callhome_mux's when that is
+        another) or "ours" (the innermost callhome_mux frame); with glibc's
+        heap figures (L{heap}).
+        """
+        import tracemalloc
+
+        gc.collect()
+        sessions = max(int(sessions), 1)
+        group_of = _owner_frame if by == "owner" else _our_frame
+        groups = {}
+        for stat in tracemalloc.take_snapshot().compare_to(self._snapshot, "traceback"):
+            where = group_of(stat.traceback)
+            size, blocks = groups.get(where, (0, 0))
+            groups[where] = (size + stat.size_diff, blocks + stat.count_diff)
+        top = sorted(groups.items(), key=lambda item: -item[1][0])[: int(count)]
+        return {
+            "memgroups": [f"{size / sessions:8.0f} B {blocks / sessions:6.1f} blocks  {where}" for where, (size, blocks) in top],
+            "python_bytes": sum(size for size, _ in groups.values()),
+            **self.heap(),
+        }
+
+    def heap(self):
+        """glibc's mallinfo2: bytes in use (brk heap and arenas, and mmapped chunks) and free in the arenas."""
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in
+                        ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                         "fordblks", "keepcost")]
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+        return {"heap_used": info.uordblks + info.hblkhd, "heap_free": info.fordblks}
+
     def gc(self):
         gc.collect()
         stats = process_stats()
@@ -326,6 +365,35 @@ class Commands:
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         return {"gc": True, **stats, "rss_trimmed": process_stats()["rss"]}
+
+
+def _owner_frame(traceback) -> str:
+    stdlib = os.path.dirname(os.__file__)
+    frames = [frame for frame in reversed(traceback)  # innermost first
+              if not frame.filename.startswith("<")
+              and (not frame.filename.startswith(stdlib) or "site-packages" in frame.filename)]
+    if not frames:
+        return f"{_short(traceback[-1].filename)}:{traceback[-1].lineno}"
+    where = f"{_short(frames[0].filename)}:{frames[0].lineno}"
+    ours = next((frame for frame in frames if "callhome_mux" in frame.filename), None)
+    if ours is not None and ours is not frames[0]:
+        where += f" <- {_short(ours.filename)}:{ours.lineno}"
+    return where
+
+
+def _our_frame(traceback) -> str:
+    for frame in reversed(traceback):
+        if "callhome_mux" in frame.filename:
+            return f"{_short(frame.filename)}:{frame.lineno}"
+    return "(not callhome_mux) " + _owner_frame(traceback)
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages" + os.sep, os.sep + "callhome_mux" + os.sep):
+        if marker in filename:
+            prefix = "callhome_mux/" if "callhome_mux" in marker else ""
+            return prefix + filename.split(marker, 1)[1]
+    return filename
 
 
 def main():
@@ -383,7 +451,8 @@ def main():
 
     service.whenListening().addCallback(listening).addErrback(lambda f: emit(error=f.getTraceback()))
     commands = Commands(service)
-    serve_control({name: getattr(commands, name) for name in ("stats", "settle", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop", "rpc_bigsend")})
+    serve_control({name: getattr(commands, name) for name in ("stats", "settle", "rpc_all", "rpc_seq", "rpc_pipe", "rpc_big", "gc", "snap", "memtop", "memgroups", "heap",
+                                                                   "rpc_bigsend")})
     run_reactor(reactor, args.profile)
 
 
