@@ -194,3 +194,39 @@ class AnchorFactsTests(TestCase):
         checker.trust = verify.TrustStore((pki.other_ca.certificate,))
         result = checker.verify(pki.wrong_ca.certificate)
         self.assertEqual(result.chain_facts[-1].fingerprint, pki.other_ca.fingerprint)
+
+
+class WrapperTests(TestCase):
+    @defer.inlineCallbacks
+    def test_one_python_certificate_object_per_silent_connection(self):
+        """
+        The leaf's entry in the peer chain and the verified chain (leaf,
+        anchor) are looked at as OpenSSL pointers: the only pyOpenSSL X509
+        made while verifying a directly issued device is the leaf's own.
+        """
+        from OpenSSL import crypto
+
+        made, inside = [], []
+        original_wrap = crypto.X509._from_raw_x509_ptr.__func__
+        original_verify = verify.CertificateVerifier.verify_connection
+
+        def counted(cls, pointer):
+            if inside:
+                made.append(pointer)
+            return original_wrap(cls, pointer)
+
+        def verifying(self, *args, **kwargs):
+            inside.append(True)
+            try:
+                return original_verify(self, *args, **kwargs)
+            finally:
+                inside.pop()
+
+        self.patch(crypto.X509, "_from_raw_x509_ptr", classmethod(counted))
+        self.patch(verify.CertificateVerifier, "verify_connection", verifying)
+        manager = Manager(self, SILENT)
+        # Without trust anchors of its own the device sends its certificate
+        # alone (OpenSSL otherwise completes the chain it sends from them).
+        yield manager.call_home(self, device_with(test_pki().device, trust_anchors=[]), "silent")
+        yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(len(made), 1)

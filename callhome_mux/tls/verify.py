@@ -212,11 +212,13 @@ class CertificateVerifier:
             raise CertificateRefused(NO_CERTIFICATE, "the device presented no certificate")
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
         facts = self.facts.for_der(der)
-        # As TLS client OpenSSL lists the leaf too (the same object); as server it does not.
+        # As TLS client OpenSSL lists the leaf too (the same object, skipped
+        # without a Python wrapper); as server it does not.
         intermediates = []
-        for certificate in connection.get_peer_cert_chain() or ():
-            if certificate._x509 == leaf._x509:
+        for pointer in _stack(_lib.SSL_get_peer_cert_chain(connection._ssl)):
+            if pointer == leaf._x509:
                 continue
+            certificate = _wrap(pointer)
             certificate_der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
             if certificate_der != der:
                 intermediates.append((certificate, certificate_der))
@@ -225,16 +227,16 @@ class CertificateVerifier:
         def chain_of(now):
             verified = self._chain_verified_in_handshake(connection, leaf)
             if verified is not None:
-                return (facts, *(self._chain_facts(c) for c in verified[1:]))
+                return (facts, *(self._chain_facts(pointer) for pointer in verified[1:]))
             return self._verified_chain(facts, lambda: leaf, lambda: [certificate for certificate, _ in intermediates], now)
 
         return self._verify(facts, chain_of, intermediate_facts, peer_role, peer)
 
-    def _chain_facts(self, certificate: crypto.X509) -> CertificateFacts:
-        """The facts of a certificate of a chain verified with the current store."""
-        anchor = self._anchor_facts.get(_address(certificate)) if self._anchor_facts else None
+    def _chain_facts(self, pointer) -> CertificateFacts:
+        """The facts of a certificate (its C{X509 *}) of a chain verified with the current store."""
+        anchor = self._anchor_facts.get(_address(pointer)) if self._anchor_facts else None
         if anchor is None:
-            return self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate))
+            return self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, _wrap(pointer)))
         if anchor[1] is None:
             anchor[1] = self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, anchor[0]))
         return anchor[1]
@@ -259,8 +261,10 @@ class CertificateVerifier:
             return None  # the trust changed since the handshake began (or it was not noted)
         if _lib.SSL_get_verify_result(connection._ssl) != 0:
             return None  # checked again below, for the exact reason
-        verified = connection.get_verified_chain()
-        if not verified or verified[0]._x509 != leaf._x509:
+        # The chain's X509 pointers, without a Python wrapper each (the
+        # anchor's facts are found by address): valid while the connection is.
+        verified = _stack(_lib.SSL_get0_verified_chain(connection._ssl))
+        if not verified or verified[0] != leaf._x509:
             return None
         return verified
 
@@ -307,7 +311,7 @@ class CertificateVerifier:
             where = "the certificate" if not depth else f"CA certificate at depth {depth}"
             raise CertificateRefused(reason, f"{where}: {message}") from None
         # The chain starts with the leaf itself.
-        return (facts, *(self._chain_facts(c) for c in verified[1:]))
+        return (facts, *(self._chain_facts(c._x509) for c in verified[1:]))
 
     def _store(self) -> crypto.X509Store:
         # Built once per trust store (reloadTrust swaps the trust store).
@@ -323,7 +327,7 @@ class CertificateVerifier:
                 # The wrapper is kept with the facts (read at first use, as
                 # before), so that the address stays its own.
                 if _STORE_BINDINGS:
-                    self._anchor_facts[_address(openssl_anchor)] = [openssl_anchor, None]
+                    self._anchor_facts[_address(openssl_anchor._x509)] = [openssl_anchor, None]
             # An intermediate CA may be the configured anchor (trust a
             # vendor's device sub-CA without its root).
             store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
@@ -393,17 +397,30 @@ class CertificateVerifier:
         raise refuse(UNKNOWN_DEVICE, f"cert-to-name gives {mapped_id!r}, which is not in the inventory")
 
 
-try:
-    from OpenSSL._util import ffi as _ffi
-    from OpenSSL._util import lib as _lib
+# pyOpenSSL's own bindings (cryptography's): what its chain getters and a
+# store setter it lacks are made of.
+from OpenSSL._util import ffi as _ffi  # noqa: E402
+from OpenSSL._util import lib as _lib  # noqa: E402
 
-    _STORE_BINDINGS = hasattr(_lib, "SSL_CTX_set_cert_store") and hasattr(_lib, "X509_STORE_up_ref")
-except ImportError:  # pragma: no cover - a pyOpenSSL without the private module
-    _STORE_BINDINGS = False
+_STORE_BINDINGS = hasattr(_lib, "SSL_CTX_set_cert_store") and hasattr(_lib, "X509_STORE_up_ref")
 
 
-def _address(certificate: crypto.X509) -> int:
-    return int(_ffi.cast("uintptr_t", certificate._x509))
+def _address(pointer) -> int:
+    return int(_ffi.cast("uintptr_t", pointer))
+
+
+def _stack(stack) -> list:
+    """The C{X509 *} of an OpenSSL C{STACK_OF(X509)} (borrowed: valid while its owner is)."""
+    if stack == _ffi.NULL:
+        return []
+    return [_lib.sk_X509_value(stack, index) for index in range(_lib.sk_X509_num(stack))]
+
+
+def _wrap(pointer) -> crypto.X509:
+    """A pyOpenSSL X509 holding its own reference to C{pointer} (as pyOpenSSL's chain getters make them)."""
+    if _lib.X509_up_ref(pointer) != 1:
+        raise MemoryError("X509_up_ref failed")
+    return crypto.X509._from_raw_x509_ptr(pointer)
 
 
 def _install_store(context: SSL.Context, store: crypto.X509Store) -> None:
