@@ -171,3 +171,41 @@ class PeerTextTests(unittest.TestCase):
         again = ClassifiedConnection("c1", ConnectionKind.SSH, connection.transport, connection.peer, peer)
         self.assertEqual(again, connection)
         self.assertNotIn("_peer_text", repr(connection))
+
+
+class SSHCallHomeEventFieldsTests(unittest.TestCase):
+    """Every SSH call-home event carries connection_id, peer and (once known) device_id first."""
+
+    def call_home(self):
+        from callhome_mux.inventory.model import Device
+        from callhome_mux.ssh.callhome import SSHCallHome
+
+        call = SSHCallHome.__new__(SSHCallHome)  # only what _emit reads
+        call.connection = type("Connection", (), {"connection_id": "c7"})()
+        call.details = {"peer": "192.0.2.9:4000"}
+        call.device = None
+        call.events = EventBus(clock=task.Clock())
+        seen = []
+        call.events.addObserver(seen.append)
+        return call, seen, Device(id="r1")
+
+    def test_fields_and_their_order(self):
+        call, seen, device = self.call_home()
+        call._emit("ssh.hostkey.unknown", reason="no", fingerprint="SHA256:x")
+        call._emit("ssh.preamble.rejected", device_id="r2", reason="bad")
+        call.device = device
+        call._emit("ssh.auth.succeeded", method="password", username="u")
+        call._emit("odd", reason="r", device_id="r3", peer="elsewhere")
+        self.assertEqual(
+            [list(event.items())[2:] for event in seen],  # after "event" and "time"
+            [
+                [("connection_id", "c7"), ("peer", "192.0.2.9:4000"), ("reason", "no"), ("fingerprint", "SHA256:x")],
+                [("connection_id", "c7"), ("peer", "192.0.2.9:4000"), ("device_id", "r2"), ("reason", "bad")],
+                [("connection_id", "c7"), ("peer", "192.0.2.9:4000"), ("device_id", "r1"), ("method", "password"),
+                 ("username", "u")],
+                # A field naming a base field replaces it in its place.
+                [("connection_id", "c7"), ("peer", "elsewhere"), ("device_id", "r3"), ("reason", "r")],
+            ],
+        )
+        self.assertEqual([event["event"] for event in seen],
+                         ["ssh.hostkey.unknown", "ssh.preamble.rejected", "ssh.auth.succeeded", "odd"])

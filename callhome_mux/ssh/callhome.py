@@ -37,6 +37,10 @@ from callhome_mux.ssh.userauth import CredentialError, DeviceUserAuth, load_priv
 from callhome_mux.timers import shared_timers
 
 
+#: What every event of a call home carries first (L{SSHCallHome._emit}).
+_BASE_FIELDS = frozenset(("connection_id", "peer", "device_id"))
+
+
 class HostKeyRefused(Exception):
     """The host key (or the preamble that goes with it) is not accepted."""
 
@@ -92,7 +96,18 @@ class SSHCallHome:
     # -- reporting -----------------------------------------------------------
 
     def _emit(self, event: str, **fields) -> None:
-        # The peer as text was written into the details once.
+        # The peer as text was written into the details once.  Fields go
+        # straight into emit's keywords (one dict, not three), unless one
+        # names a base field: then it replaces that field in its place.
+        if _BASE_FIELDS.isdisjoint(fields):
+            if self.device is None:
+                self.events.emit(event, connection_id=self.connection.connection_id, peer=self.details["peer"], **fields)
+            else:
+                self.events.emit(
+                    event, connection_id=self.connection.connection_id, peer=self.details["peer"],
+                    device_id=self.device.id, **fields,
+                )
+            return
         base = {"connection_id": self.connection.connection_id, "peer": self.details["peer"]}
         if self.device is not None:
             base["device_id"] = self.device.id
