@@ -130,6 +130,9 @@ class ReloadDuringHandshakeTests(TestCase):
         checked = []
         original = verify.crypto.X509StoreContext
         self.patch(verify.crypto, "X509StoreContext", lambda *a: checked.append(a) or original(*a))
+        self.assertIs(client._callhome_store, manager.handler.verifier._store())
         identified = manager.handler.verifier.verify_connection(client, verify.PEER_IS_SERVER, "127.0.0.1:1")
         self.assertEqual(identified.device_id, "device1.example.net")
         self.assertEqual(checked, [])
+        # The note is dropped once used: a long session keeps no store of a reload long past.
+        self.assertIsNone(client._callhome_store)

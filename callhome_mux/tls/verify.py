@@ -257,7 +257,10 @@ class CertificateVerifier:
         """The chain OpenSSL verified for C{leaf} during the handshake with our current store, else C{None}."""
         if self._injected_clock or not any(connection.get_context() is c for c in self._handshake_contexts):
             return None
-        if getattr(connection, "_callhome_store", None) is not self._store():
+        began_with = getattr(connection, "_callhome_store", None)
+        if began_with is not None:
+            connection._callhome_store = None  # not needed any more: no old store kept alive by a session
+        if began_with is not self._store():
             return None  # the trust changed since the handshake began (or it was not noted)
         if _lib.SSL_get_verify_result(connection._ssl) != 0:
             return None  # checked again below, for the exact reason
