@@ -101,17 +101,60 @@ class StreamTests(TestCase):
 
         return worker_drained(worker).addCallback(lambda _: worker_drained(worker)).addCallback(check)
 
-    def test_worker_has_a_parser_of_its_own(self):
+    def test_worker_parse_has_a_parser_of_its_own(self):
         """lxml parses one document at a time per parser: the reactor's must never wait for the worker's."""
+        used = []
+        original = xmlsafe.parse
+        self.patch(xmlsafe, "parse", lambda data, parser=None: (used.append(parser), original(data, parser))[1])
+        d = WorkerParse(reactor, DOCUMENT, ParseWorker()).result
+        return d.addCallback(lambda _: (self.assertEqual(len(used), 1),
+                                        self.assertIsNotNone(used[0]),
+                                        self.assertIsNot(used[0], xmlsafe._PARSER)))
+
+    def test_each_job_runs_in_a_thread_of_its_own_in_order(self):
+        """
+        lxml shares one string dictionary among the trees parsed in a thread,
+        unlocked: a tree handed to the reactor must not share it with the next
+        parse.  One thread per job, one job at a time, in order, all nicer
+        than the reactor.
+        """
+        import os
+        import threading
+
+        from callhome_mux.netconf.parse_stream import WORKER_NICENESS
+
         worker = ParseWorker()
         seen = []
-        worker.submit(lambda: seen.extend([parse_stream._worker_parser(), parse_stream._worker_parser()]))
+        running = []
+
+        def job(index):
+            running.append(index)
+            self.assertEqual(len(running), 1, "one job at a time")
+            seen.append((index, threading.current_thread(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+            running.remove(index)
+
+        for index in range(5):
+            worker.submit(job, index)
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
         def check(_):
-            self.assertIsNot(seen[0], xmlsafe._PARSER)
-            self.assertIs(seen[0], seen[1], "one parser per thread, made once")
+            self.assertEqual([index for index, _, _ in seen], list(range(5)))
+            threads = [thread for _, thread, _ in seen]
+            self.assertEqual(len({thread.name for thread in threads}), 5, "a thread per job")
+            self.assertNotIn(threading.current_thread(), threads)
+            self.assertEqual({nice for _, _, nice in seen}, {min(mine + WORKER_NICENESS, 19)})
 
         return worker_drained(worker).addCallback(check)
+
+    def test_a_job_that_raises_ends_only_its_thread(self):
+        import threading
+
+        self.patch(threading, "excepthook", lambda args: None)
+        worker = ParseWorker()
+        worker.submit(lambda: 1 / 0)
+        after = []
+        worker.submit(after.append, "ran")
+        return worker_drained(worker).addCallback(lambda _: self.assertEqual(after, ["ran"]))
 
 
 class RecordingWorker(ParseWorker):
