@@ -230,3 +230,22 @@ class WrapperTests(TestCase):
         yield manager.call_home(self, device_with(test_pki().device, trust_anchors=[]), "silent")
         yield manager.registry.whenConnected("device1.example.net")
         self.assertEqual(len(made), 1)
+
+
+class OurChainTests(TestCase):
+    @defer.inlineCallbacks
+    def test_we_send_our_certificate_alone(self):
+        """
+        The device anchors in the client context's store do not make OpenSSL
+        build and send a chain for our own certificate (issued here by one of
+        them): we send what the certificate file holds, as before, and build
+        no chain for it per handshake.
+        """
+        manager = Manager(self, SILENT)
+        device = device_with(test_pki().device)
+        yield manager.call_home(self, device, "silent")
+        yield manager.registry.whenConnected("device1.example.net")
+        handle = device.protocols[0].transport.getHandle()
+        # As TLS server OpenSSL lists what the client sent after its certificate.
+        self.assertEqual(handle.get_peer_cert_chain() or [], [])
+        self.assertEqual(handle.get_peer_certificate().to_cryptography(), test_pki().manager.certificate)

@@ -173,6 +173,11 @@ class CertificateVerifier:
         if not _STORE_BINDINGS:
             return False
         self._handshake_contexts.append(context)
+        # The store is for the device's chain only: without this OpenSSL
+        # would build a chain for our own certificate from it at every
+        # handshake (an X509_verify_cert, ~0.1 ms) and send the anchors
+        # it found with our certificate.
+        context.set_mode(_SSL_MODE_NO_AUTO_CHAIN)
         _install_store(context, self._store())
         return True
 
@@ -404,6 +409,9 @@ class CertificateVerifier:
 # store setter it lacks are made of.
 from OpenSSL._util import ffi as _ffi  # noqa: E402
 from OpenSSL._util import lib as _lib  # noqa: E402
+
+#: SSL_MODE_NO_AUTO_CHAIN (ssl.h; pyOpenSSL has no name for it).
+_SSL_MODE_NO_AUTO_CHAIN = 0x00000008
 
 _STORE_BINDINGS = hasattr(_lib, "SSL_CTX_set_cert_store") and hasattr(_lib, "X509_STORE_up_ref")
 
