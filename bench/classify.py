@@ -119,7 +119,9 @@ def run_protocol(kind: str, data: bytes, count: int, settings: DemuxSettings, ev
         p = factory.buildProtocol(addr)
         p.makeConnection(_Transport())
         if kind == "silent":
-            p._silence_timer()
+            # The silence timer "fires" (its firing and the reactor turn
+            # after it are not counted): the decision.
+            p._timer.cancel()
             p._silence_confirmed()
         else:
             p.dataReceived(data)
