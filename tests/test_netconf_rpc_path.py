@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from callhome_mux.events import EventBus
-from callhome_mux.netconf.errors import FramingError, RPCError, SessionLostError
+from callhome_mux.netconf.errors import FramingError, RPCError, RPCTimeoutError, SessionLostError
 from callhome_mux.netconf.framing import FrameDecoder, encode_chunked, encode_eom
 from callhome_mux.netconf.namespaces import BASE_1_0, BASE_1_1, BASE_NS, NOTIFICATION_NS, RPC_REPLY
 from callhome_mux.netconf.session import NetconfClientProtocol, hello_message
@@ -244,3 +244,67 @@ class RPCBytesTests(TestCase):
             chunk(b'<rpc xmlns="' + BASE + b'" message-id="1"><get/></rpc>')
             + chunk(b'<rpc xmlns="' + BASE + b'" message-id="2"><lock/></rpc>'),
         )
+
+
+class CountingClock(task.Clock):
+    """A Clock that counts the timers scheduled."""
+
+    scheduled = 0
+
+    def callLater(self, delay, callable, *args, **kw):
+        self.scheduled += 1
+        return super().callLater(delay, callable, *args, **kw)
+
+
+class SequentialTimerTests(TestCase):
+    """Sequential RPCs (each sent by the previous reply's callback) keep the one deadline timer."""
+
+    def start(self):
+        harness = Harness(self)
+        harness.clock = harness.client.clock = CountingClock()
+        return harness
+
+    def chain(self, harness, count, timeout=None):
+        results = []
+
+        def send(reply=None):
+            if len(results) < count:
+                deferred = harness.session.rpc(b"<commit/>", timeout=timeout)
+                results.append(deferred)
+                deferred.addCallback(send)
+            return reply
+
+        send()
+        return results
+
+    def test_no_timer_scheduled_per_rpc(self):
+        harness = self.start()
+        results = self.chain(harness, 5)
+        for number in range(1, 6):
+            harness.client.dataReceived(chunk(reply(b"%d" % number)))
+        self.assertEqual([self.successResultOf(d).get("message-id") for d in results], ["1", "2", "3", "4", "5"])
+        self.assertEqual(harness.clock.scheduled, 1, "the first RPC's timer, kept for the next ones")
+        self.assertEqual(harness.clock.getDelayedCalls(), [], "nothing outstanding: no timer left")
+
+    def test_timer_kept_only_while_something_is_outstanding(self):
+        harness = self.start()
+        self.chain(harness, 2)
+        harness.client.dataReceived(chunk(reply(b"1")))
+        self.assertEqual(len(harness.clock.getDelayedCalls()), 1)
+        harness.client.dataReceived(chunk(reply(b"2")))
+        self.assertEqual(harness.clock.getDelayedCalls(), [])
+
+    def test_each_rpc_still_times_out_at_its_own_deadline(self):
+        harness = self.start()
+        results = self.chain(harness, 2, timeout=10)
+        harness.clock.advance(6)
+        harness.client.dataReceived(chunk(reply(b"1")))  # the second is sent at t=6, due at t=16
+        harness.clock.advance(4)  # t=10: the first RPC's deadline, the timer only re-arms
+        self.assertNoResult(results[1])
+        harness.clock.advance(5.9)
+        self.assertNoResult(results[1])
+        harness.clock.advance(0.1)
+        self.assertEqual(self.failureResultOf(results[1], RPCTimeoutError).value.timeout, 10)
+        self.assertEqual(harness.clock.getDelayedCalls(), [])
+        [event] = harness.named("netconf.rpc.timeout")
+        self.assertEqual(event["message_id"], "2")

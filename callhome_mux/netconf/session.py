@@ -318,6 +318,8 @@ class NetconfClientProtocol(Protocol):
             self._fail_session(str(error))
         finally:
             self._processing = False
+            if not self._pending and self._sweep_call is not None:
+                self._cancel_sweep()  # nothing outstanding: no timer left
             if outermost:
                 self._flush_outgoing()
 
@@ -592,7 +594,10 @@ class NetconfClientProtocol(Protocol):
         if pending is None:
             self._unmatched_reply(message_id)
             return
-        if not self._pending:
+        if not self._pending and not self._processing:
+            # (While a read is handled, _process does this at its end: a
+            # reply's callback often sends the next RPC, which keeps the
+            # timer instead of cancelling and re-arming it per RPC.)
             self._cancel_sweep()
         if may_have_errors and reply.find(RPC_ERROR) is not None:
             errors = [RPCErrorItem.from_element(element) for element in reply.iterfind(RPC_ERROR)]
