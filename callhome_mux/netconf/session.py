@@ -416,13 +416,9 @@ class NetconfClientProtocol(Protocol):
                 self._sweep_at = deadline
         else:
             self._pending[message_id] = (deferred, request, None, None)
-        self._write_rpc(number, len(message_id), body)
-        return deferred
-
-    def _write_rpc(self, number: int, id_size: int, body: bytes) -> None:
-        """Frame <rpc message-id=C{number}>C{body}</rpc> (one copy of the body) and write it, or hold it (see L{_process})."""
+        # Framed in one %-format: one copy of the body.
         if self._chunked:
-            size = _RPC_WRAPPING_SIZE + id_size + len(body)
+            size = _RPC_WRAPPING_SIZE + len(message_id) + len(body)
             if size <= self.settings.send_chunk_size:
                 frame = _CHUNKED_RPC % (size, number, body)
             else:
@@ -430,14 +426,18 @@ class NetconfClientProtocol(Protocol):
         else:
             frame = _EOM_RPC % (number, body)
         outgoing = self._outgoing
-        if outgoing is None:
-            self.transport.write(frame)
-        elif len(frame) < _COALESCE_BELOW:
-            outgoing.append(frame)
+        if outgoing is not None and len(frame) < _COALESCE_BELOW:
+            outgoing.append(frame)  # written with the others once the read is handled (see _process)
         else:
+            self._write_frame(frame)
+        return deferred
+
+    def _write_frame(self, frame: bytes) -> None:
+        """Write C{frame} now: outside a read, or (a large one) after the frames held so far."""
+        if self._outgoing is not None:
             self._flush_outgoing()
             self._outgoing = []
-            self.transport.write(frame)
+        self.transport.write(frame)
 
     def _flush_now(self) -> None:
         """Write the frames held so far (before the transport is closed), still holding later ones."""
