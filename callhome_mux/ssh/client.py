@@ -20,6 +20,7 @@ from callhome_mux.ssh.conch_log import QuietLogger, keep_conch_log
 from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
 from callhome_mux.ssh.mac import PrecomputedMACCiphers
 from callhome_mux.ssh.receive_buffer import ReceiveBufferMixin
+from callhome_mux.ssh.send_packet import SendPacketMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
 
 
@@ -30,7 +31,7 @@ def _wants_conch_log(owner) -> bool:
     return bool(getattr(getattr(owner, "settings", None), "conch_debug_log", False))
 
 
-class CallHomeClientTransport(ReceiveBufferMixin, HybridKexClientMixin, transport.SSHClientTransport):
+class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClientMixin, transport.SSHClientTransport):
     """SSH client over a TCP connection the device opened."""
 
     #: True while a TCP read is being handled (see L{ChannelTransport.write}).
