@@ -12,7 +12,12 @@ process then runs, on that one session:
  - sequential: C{--count}/5 trivial RPCs (<commit/> -> <ok/>), one at a time;
  - pipelined: C{--count} trivial RPCs with 64 outstanding;
  - bulk: one <get> whose <rpc-reply> carries C{--big-mb} MB of <data>
-   (many small elements), timed from sending the RPC to the parsed reply.
+   (many small elements), timed from sending the RPC to the last byte
+   de-framed and to the parsed reply; C{--big-repeat} of them one after the
+   other on the same session.  The first is printed apart ("cold": the
+   server's and the device's first large message, heaps not yet grown),
+   the median of the others as "warm" (a session that has seen large
+   replies before, the usual case for a management system).
 
 Targets: >= 30,000 pipelined RPCs/s; >= 200 MB/s for the bulk reply.
 Also printed: server CPU microseconds per RPC (its own getrusage), the
@@ -78,7 +83,8 @@ def one_run(args):
 
         seq = phase("seq", f"rpc_seq {args.count // 5}", "rpcs")
         pipe = phase("pipe", f"rpc_pipe {args.count} {args.depth}", "rpcs")
-        big = phase("big", "rpc_big", "bytes")
+        bigs = [phase("big", "rpc_big", "bytes") for _ in range(max(1, args.big_repeat))]
+        big, warm = bigs[0], bigs[1:]
         send = phase("send", f"rpc_bigsend {int(args.big_mb * 1e6)}", "sent_bytes")
         return {
             "seq_per_s": seq["rpcs"] / seq["seconds"],
@@ -97,6 +103,10 @@ def one_run(args):
             "big_transfer_mb_s": big["bytes"] / 1e6 / big["transfer_seconds"],
             "big_mb": big["bytes"] / 1e6,
             "big_cpu_s": big["cpu"],
+            "warm_mb_s": statistics.median(b["bytes"] / 1e6 / b["seconds"] for b in warm) if warm else None,
+            "warm_transfer_mb_s": (statistics.median(b["bytes"] / 1e6 / b["transfer_seconds"] for b in warm)
+                                   if warm else None),
+            "warm_cpu_s": statistics.median(b["cpu"] for b in warm) if warm else None,
             "send_mb_s": send["sent_bytes"] / 1e6 / send["seconds"],
             "send_cpu_s": send["cpu"],
             "wiring": server.wiring,
@@ -112,6 +122,8 @@ def main():
     parser.add_argument("--count", type=int, default=30000)
     parser.add_argument("--depth", type=int, default=64)
     parser.add_argument("--big-mb", type=float, default=20.0)
+    parser.add_argument("--big-repeat", type=int, default=3,
+                        help="bulk replies per run: the first reported as cold, the median of the others as warm")
     parser.add_argument("--window", type=int, default=0, help="ssh.channel_window for the server (0: its default)")
     parser.add_argument("--max-packet", type=int, default=0,
                         help="ssh.channel_max_packet for the server (0: its default)")
@@ -130,7 +142,9 @@ def main():
               f"bulk {row['big_mb']:.1f} MB at {row['big_mb_s']:.0f} MB/s to the parsed reply, "
               f"{row['big_transfer_mb_s']:.0f} MB/s to the last byte de-framed ({row['big_cpu_s']:.2f} s CPU, "
               f"device {row['big_device_s']:.2f}); "
-              f"sending {row['big_mb']:.0f} MB <edit-config> {row['send_mb_s']:.0f} MB/s ({row['send_cpu_s']:.2f} s CPU, "
+              + (f"warm bulk {row['warm_mb_s']:.0f} MB/s parsed, {row['warm_transfer_mb_s']:.0f} MB/s to the last byte "
+                 f"({row['warm_cpu_s']:.2f} s CPU); " if row["warm_mb_s"] is not None else "")
+              + f"sending {row['big_mb']:.0f} MB <edit-config> {row['send_mb_s']:.0f} MB/s ({row['send_cpu_s']:.2f} s CPU, "
               f"device {row['send_device_s']:.2f}) [{row['wiring']}]",
               flush=True)
     print("\nmedian [min-max] over runs")
@@ -139,11 +153,20 @@ def main():
     print(f"  sequential RPCs/s {summary([r['seq_per_s'] for r in rows], '{:.0f}')}")
     print(f"  pipelined RPCs/s  {summary(pipe, '{:.0f}')}  target >= 30000: "
           f"{'met' if statistics.median(pipe) >= 30000 else 'NOT met'}")
-    print(f"  bulk MB/s to the last byte (transfer, decrypt, de-frame) {summary([r['big_transfer_mb_s'] for r in rows], '{:.0f}')}")
-    print(f"  sending a bulk <edit-config> MB/s (device window 128 KiB) {summary([r['send_mb_s'] for r in rows], '{:.0f}')}")
-    print(f"  bulk MB/s         {summary(big, '{:.0f}')}  target >= 200: "
-          f"{'met' if statistics.median(big) >= 200 else 'NOT met'}")
+    def verdict(values):
+        return "met" if statistics.median(values) >= 200 else "NOT met"
 
+    transfer = [r["big_transfer_mb_s"] for r in rows]
+    print(f"  bulk, cold: MB/s to the last byte (transfer, decrypt, de-frame) {summary(transfer, '{:.0f}')}  "
+          f"target >= 200: {verdict(transfer)}")
+    print(f"  bulk, cold: MB/s to the parsed reply {summary(big, '{:.0f}')}  target >= 200: {verdict(big)}")
+    if rows[0]["warm_mb_s"] is not None:
+        warm_transfer = [r["warm_transfer_mb_s"] for r in rows]
+        warm = [r["warm_mb_s"] for r in rows]
+        print(f"  bulk, warm: MB/s to the last byte {summary(warm_transfer, '{:.0f}')}  "
+              f"target >= 200: {verdict(warm_transfer)}")
+        print(f"  bulk, warm: MB/s to the parsed reply {summary(warm, '{:.0f}')}  target >= 200: {verdict(warm)}")
+    print(f"  sending a bulk <edit-config> MB/s (device window 128 KiB) {summary([r['send_mb_s'] for r in rows], '{:.0f}')}")
 
 if __name__ == "__main__":
     main()
