@@ -504,12 +504,16 @@ class NetconfClientProtocol(Protocol):
             if self._state not in ("ready", "closing"):
                 return  # the session ended while handling an earlier one
             root = parse(message)
+            if message.startswith(_PLAIN_REPLY_START):
+                # Parsed and starting with this start tag: an <rpc-reply> in
+                # the base namespace (no need to build root.tag), root first
+                # in UTF-8, so its bytes tell whether it has an <rpc-error>.
+                self._reply_received(root, b"rpc-error" in message)
+                continue
             # As in _message_received: only a root-first (UTF-8) reply's
             # bytes tell whether it has an <rpc-error>.
             may_have_errors = b"rpc-error" in message or not root_first(message)
-            # A message that parsed and starts with this start tag is an
-            # <rpc-reply> in the base namespace: no need to build root.tag.
-            if message.startswith(_PLAIN_REPLY_START) or root.tag == RPC_REPLY:
+            if root.tag == RPC_REPLY:
                 self._reply_received(root, may_have_errors)
             else:
                 self._element_received(root, may_have_errors)
