@@ -308,3 +308,22 @@ class SequentialTimerTests(TestCase):
         self.assertEqual(harness.clock.getDelayedCalls(), [])
         [event] = harness.named("netconf.rpc.timeout")
         self.assertEqual(event["message_id"], "2")
+
+
+class PlainReplyStartTests(TestCase):
+    def test_the_plain_start_tag_is_root_first(self):
+        from callhome_mux.netconf import xmlsafe
+        from callhome_mux.netconf.session import _PLAIN_REPLY_START
+
+        self.assertTrue(xmlsafe.root_first(_PLAIN_REPLY_START))
+        self.assertTrue(_PLAIN_REPLY_START.endswith(b'"'), "the namespace's closing quote is part of it")
+
+    def test_parse_root_first_refuses_as_parse_does(self):
+        from callhome_mux.netconf import xmlsafe
+
+        for bad in (b"<rpc-reply", b"<a></b>", b"<a>&undefined;</a>"):
+            with self.assertRaises(xmlsafe.UnsafeXMLError) as parse_error:
+                xmlsafe.parse(bad)
+            with self.assertRaises(xmlsafe.UnsafeXMLError) as fast_error:
+                xmlsafe.parse_root_first(bad)
+            self.assertEqual(str(fast_error.exception), str(parse_error.exception))

@@ -503,13 +503,14 @@ class NetconfClientProtocol(Protocol):
         for message in messages:
             if self._state not in ("ready", "closing"):
                 return  # the session ended while handling an earlier one
-            root = parse(message)
             if message.startswith(_PLAIN_REPLY_START):
-                # Parsed and starting with this start tag: an <rpc-reply> in
-                # the base namespace (no need to build root.tag), root first
-                # in UTF-8, so its bytes tell whether it has an <rpc-error>.
-                self._reply_received(root, b"rpc-error" in message)
+                # Root first in UTF-8 (xmlsafe.root_first holds: no
+                # declaration, no byte-order mark, no NUL), so its bytes
+                # tell whether it has an <rpc-error>; once parsed, an
+                # <rpc-reply> in the base namespace (no need to build root.tag).
+                self._reply_received(xmlsafe.parse_root_first(message), b"rpc-error" in message)
                 continue
+            root = parse(message)
             # As in _message_received: only a root-first (UTF-8) reply's
             # bytes tell whether it has an <rpc-error>.
             may_have_errors = b"rpc-error" in message or not root_first(message)

@@ -16,7 +16,7 @@ from lxml import etree
 
 from callhome_mux.netconf.errors import UnsafeXMLError
 
-__all__ = ["UnsafeXMLError", "IncrementalParser", "parse", "parse_fragment"]
+__all__ = ["UnsafeXMLError", "IncrementalParser", "parse", "parse_fragment", "parse_root_first", "root_first"]
 
 # What may precede the root element: whitespace, the XML declaration,
 # processing instructions, comments.  A DOCTYPE found right after them is
@@ -75,12 +75,7 @@ def parse(data: bytes, parser: Optional[etree.XMLParser] = None):
     if root_first(data):
         # The usual NETCONF message: the root element comes first, nothing
         # to check before or after the parse (_prolog_end's first case).
-        try:
-            return etree.fromstring(data, parser or _PARSER)
-        except etree.XMLSyntaxError as error:
-            raise UnsafeXMLError(f"malformed XML: {error}") from None
-        except ValueError as error:
-            raise UnsafeXMLError(f"unparseable XML: {error}") from None
+        return parse_root_first(data, parser)
     prolog_end = _prolog_end(data)
     try:
         root = etree.fromstring(data, parser or _PARSER)
@@ -162,6 +157,20 @@ class IncrementalParser:
         except etree.XMLSyntaxError as error:
             self._parser = None
             raise UnsafeXMLError(f"malformed XML: {error}") from None
+
+
+def parse_root_first(data: bytes, parser: Optional[etree.XMLParser] = None):
+    """
+    L{parse} for C{data} that the caller has already seen L{root_first} to
+    hold for (its first bytes are a start tag it expects, say): the same
+    parse and errors, without looking at those bytes again.
+    """
+    try:
+        return etree.fromstring(data, parser or _PARSER)
+    except etree.XMLSyntaxError as error:
+        raise UnsafeXMLError(f"malformed XML: {error}") from None
+    except ValueError as error:
+        raise UnsafeXMLError(f"unparseable XML: {error}") from None
 
 
 def parse_fragment(text, wrapper: str = "wrapper"):
