@@ -89,3 +89,21 @@ class FleetDeviceTests(TestCase):
         [reply] = replies(stream, True)
         self.assertEqual(reply.get("message-id"), "7")
         self.assertEqual(len(reply.find(qn("data"))), BIG.count(b"<interface "))
+
+
+class BigReplyPreparedTests(TestCase):
+    """The big reply is framed when the fleet starts, so that no benchmark counts it against the manager."""
+
+    def test_framed_both_ways_at_start(self):
+        import argparse
+
+        from callhome_mux.testing import fleet
+
+        args = argparse.Namespace(capabilities=2, big_reply=10_000)
+        built = fleet._Fleet(args)
+        for chunked in (True, False):
+            key = (id(built.big), chunked)
+            self.assertIn(key, fleet._BIG_REPLY_RESTS)
+            self.assertIs(fleet._BIG_REPLY_RESTS[key][0], built.big)
+        self.assertTrue(fleet._BIG_REPLY_RESTS[(id(built.big), True)][1].endswith(b"\n##\n"))
+        self.assertTrue(fleet._BIG_REPLY_RESTS[(id(built.big), False)][1].endswith(b"]]>]]>"))
