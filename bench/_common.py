@@ -214,11 +214,36 @@ def emit(**fields) -> None:
     sys.stdout.flush()
 
 
+# The garbage collector's time and collections per generation in this
+# process, counted from the first process_stats() (every server calls it as
+# it starts): the storm prints the share of its CPU window spent collecting.
+_GC_SPENT = {"seconds": 0.0, "collections": [0, 0, 0]}
+
+
+def _track_gc() -> None:
+    import gc
+
+    started = [0.0]
+
+    def collecting(phase, info):
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            _GC_SPENT["seconds"] += time.perf_counter() - started[0]
+            _GC_SPENT["collections"][info["generation"]] += 1
+
+    gc.callbacks.append(collecting)
+
+
 def process_stats() -> Dict[str, Any]:
     import resource
 
+    if not _GC_SPENT.get("tracking"):
+        _GC_SPENT["tracking"] = True
+        _track_gc()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": rss_bytes(os.getpid())}
+    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": rss_bytes(os.getpid()),
+            "gc_s": _GC_SPENT["seconds"], "gc_collections": list(_GC_SPENT["collections"])}
 
 
 def run_reactor(reactor, profile_path=None) -> None:

@@ -48,6 +48,7 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
                                     "--nonblocking", "-o", py_spy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
         time.sleep(0.5)
+        gc_before = server.ask("stats", "sessions")
         cpu_before = cpu_seconds(server.pid)
         for child in fleet:
             child.send("go")
@@ -61,7 +62,10 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
         # The inventory batches its writes: count the ones the storm caused.
         server.ask("settle", "settled", timeout=60)
         cpu_after = cpu_seconds(server.pid)
-        cpu_of = server.ask("stats", "sessions").get("cpu_of") or {}
+        after = server.ask("stats", "sessions")
+        cpu_of = after.get("cpu_of") or {}
+        gc_ms = (after.get("gc_s", 0.0) - gc_before.get("gc_s", 0.0)) * 1000.0
+        gc_collections = [a - b for a, b in zip(after.get("gc_collections", ()), gc_before.get("gc_collections", ()))]
         if spy is not None:
             import signal
 
@@ -85,6 +89,8 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
             "p99_ms": percentile(latencies, 99),
             "failures": sorted({f for r in results for f in r["failures"]})[:3],
             "cpu_of": cpu_of,
+            "gc_ms": gc_ms,
+            "gc_collections": gc_collections,
         }
     finally:
         stop_all(fleet)
@@ -157,7 +163,8 @@ def main():
                 print(
                     f"run {run + 1} {impl:5s} N={n:5d}: {row['done']} up, {row['failed']} failed, "
                     f"{row['sessions_per_s']:7.1f} sessions/s, {row['cpu_ms_per_session']:6.2f} ms CPU/session, "
-                    f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms [{row['wiring']}]"
+                    f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms, "
+                    f"gc {row['gc_ms']:.0f} ms {row['gc_collections']} [{row['wiring']}]"
                     + (f"  failures: {row['failures']}" if row["failures"] else ""),
                     flush=True,
                 )
