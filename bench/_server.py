@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import emit, process_stats, run_reactor, serve_control  # noqa: E402
+from bench._common import CPU_OF, emit, process_stats, run_reactor, serve_control, time_calls  # noqa: E402,F401
 
 
 def build_service(args):
@@ -145,34 +145,6 @@ def _count_syscalls(session):
 
 def _demux_extra(args):
     return {"silence_timeout": args.silence_timeout} if args.silence_timeout else {}
-
-
-#: --cpu-of: name -> [calls, thread CPU seconds] (bench/storm.py prints them per session).
-CPU_OF = {}
-
-
-def time_calls(targets):
-    """Wrap each C{module:Class.method} (or C{module:function}) to add up its thread CPU time (not wall time)."""
-    import importlib
-
-    for target in targets:
-        module_name, _, attribute = target.partition(":")
-        owner = importlib.import_module(module_name)
-        *path, name = attribute.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        original = getattr(owner, name)
-        counter = CPU_OF.setdefault(attribute, [0, 0.0])
-
-        def timed(*args, _original=original, _counter=counter, **kwargs):
-            started = time.thread_time()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                _counter[0] += 1
-                _counter[1] += time.thread_time() - started
-
-        setattr(owner, name, timed)
 
 
 class Commands:

@@ -38,6 +38,9 @@ import tempfile
 import time
 
 HERE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE_ROOT)
+
+from bench._common import CPU_OF, time_calls  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,33 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--cpu-of", action="append", default=[], help="module:Class.method to time per session")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the measured windows into FILE (distorts the figures)")
     return parser.parse_args(argv)
-
-
-CPU_OF = {}
-
-
-def time_calls(targets):
-    """Wrap each C{module:Class.method} (or C{module:function}) to add up its thread CPU time."""
-    import importlib
-
-    for target in targets:
-        module_name, _, attribute = target.partition(":")
-        owner = importlib.import_module(module_name)
-        *path, name = attribute.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        original = getattr(owner, name)
-        counter = CPU_OF.setdefault(attribute, [0, 0.0])
-
-        def timed(*args, _original=original, _counter=counter, **kwargs):
-            started = time.thread_time()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                _counter[0] += 1
-                _counter[1] += time.thread_time() - started
-
-        setattr(owner, name, timed)
 
 
 def main(argv=None):
