@@ -6,7 +6,6 @@ do not wait.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
 from twisted.internet import defer
@@ -36,13 +35,6 @@ class GroupCommitTests(InventoryTestMixin, unittest.TestCase):
 
         store._pool.runInteraction = counted
         return batches
-
-    def rows(self, query):
-        connection = sqlite3.connect(os.path.join(self.state_dir, "inventory.sqlite3"))
-        try:
-            return connection.execute(query).fetchall()
-        finally:
-            connection.close()
 
     @defer.inlineCallbacks
     def test_event_rows_wait_for_the_delay_and_go_in_one_transaction(self):

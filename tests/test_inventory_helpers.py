@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import sqlite3
 from typing import Any, Dict, List
 
 from twisted.internet import defer, task
@@ -51,6 +52,14 @@ class InventoryTestMixin:
 
     def _close_all(self):
         return defer.gatherResults([inventory.close() for inventory in self._open])
+
+    def rows(self, query):
+        """C{query}'s rows, read from the inventory's database file by a connection of its own."""
+        connection = sqlite3.connect(os.path.join(self.state_dir, "inventory.sqlite3"))
+        try:
+            return connection.execute(query).fetchall()
+        finally:
+            connection.close()
 
     @defer.inlineCallbacks
     def open_inventory(self, config_devices=(), **settings):

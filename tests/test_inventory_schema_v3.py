@@ -150,13 +150,6 @@ class MigrationToV3Tests(unittest.TestCase):
 
 
 class CapabilitySetTests(InventoryTestMixin, unittest.TestCase):
-    def rows(self, query):
-        connection = sqlite3.connect(os.path.join(self.state_dir, "inventory.sqlite3"))
-        try:
-            return connection.execute(query).fetchall()
-        finally:
-            connection.close()
-
     def sets(self):
         return sorted(json.loads(text) for (text,) in self.rows("SELECT capabilities FROM capability_sets"))
 
