@@ -106,6 +106,19 @@ def ensure_handlers(service, args, tls_paths, devices):
     return "bench"
 
 
+def detach_inventory(service) -> None:
+    """
+    The experiment no-inventory-events: the inventory no longer follows
+    the sessions, neither their events nor the registry (whose connected
+    observer would otherwise write each session's details in the state).
+    """
+    inventory = service.inventory
+    if inventory is None:
+        return
+    service.events.removeObserver(inventory._on_event)
+    service.registry.removeConnectedObserver(inventory._session_connected)
+
+
 class _SyscallCounter:
     """
     Counts the reads and sends of one TCP connection and the SSH packets
@@ -411,8 +424,8 @@ def main():
         wiring = ensure_handlers(service, args, tls_paths, devices)
         for experiment in args.experiment or ():
             # Take one part away to measure its share (never for the headline figures).
-            if experiment == "no-inventory-events" and service.inventory is not None:
-                service.events.removeObserver(service.inventory._on_event)
+            if experiment == "no-inventory-events":
+                detach_inventory(service)
             elif experiment == "no-twisted-log":
                 from twisted.logger import Logger
 

@@ -83,8 +83,8 @@ class MuxSide(Side):
         def listening(ports):
             self._server.ensure_handlers(self.service, self._args, self._tls_paths, self._devices)
             for experiment in self._args.experiment or ():
-                if experiment == "no-inventory-events" and self.service.inventory is not None:
-                    self.service.events.removeObserver(self.service.inventory._on_event)
+                if experiment == "no-inventory-events":
+                    self._server.detach_inventory(self.service)
                 elif experiment == "no-events":  # what every event and its observers cost
                     self.service.events.emit = lambda event, **fields: {}
             self.port = ports[0].getHost().port

@@ -27,7 +27,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import cpu_seconds, percentile, sources, start_fleet, start_server, stop_all, summary  # noqa: E402
+from bench._common import (cpu_seconds, percentile, sources, start_fleet, start_server, stop_all, summary,  # noqa: E402
+                           thread_cpu_per_session)
 
 
 def floor_cpu_of(targets):
@@ -91,6 +92,7 @@ def one_storm(impl: str, kind: str, n: int, device_procs: int, server_extra=(), 
             "cpu_of": cpu_of,
             "gc_ms": gc_ms,
             "gc_collections": gc_collections,
+            "threads_us": thread_cpu_per_session(gc_before.get("threads", {}), after.get("threads", {}), done),
         }
     finally:
         stop_all(fleet)
@@ -168,6 +170,10 @@ def main():
                     + (f"  failures: {row['failures']}" if row["failures"] else ""),
                     flush=True,
                 )
+                if row["threads_us"]:
+                    print("    threads, us CPU/session: " + ", ".join(
+                        f"{role} {us:.3g}" for role, us in sorted(row["threads_us"].items())),
+                        flush=True)
                 for name, (calls, seconds) in row["cpu_of"].items():
                     print(f"    {name}: {calls} calls, {seconds * 1e6 / max(row['done'], 1):.0f} us CPU/session", flush=True)
     print("\nmedian [min-max] over runs")
@@ -181,6 +187,10 @@ def main():
                 f"p50 ms {summary([r['p50_ms'] for r in rs], '{:.0f}')}, "
                 f"p99 ms {summary([r['p99_ms'] for r in rs], '{:.0f}')}"
             )
+            roles = sorted({role for r in rs for role in r["threads_us"]})
+            if roles:
+                print("        threads, us CPU/session: " + ", ".join(
+                    f"{role} {summary([r['threads_us'].get(role, 0.0) for r in rs], '{:.3g}')}" for role in roles))
         if "floor" in by:
             pairs = list(zip(by["mux"], by["floor"]))
             cpu_ratio = [m["cpu_ms_per_session"] / f["cpu_ms_per_session"] for m, f in pairs]
