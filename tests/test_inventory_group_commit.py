@@ -127,3 +127,29 @@ class GroupCommitTests(InventoryTestMixin, unittest.TestCase):
         inventory = yield self.reopen(inventory, [R1, R2])
         self.assertEqual(inventory.state("r2").details["capabilities"], list(capabilities))
         self.assertEqual(inventory.state("r2").details["session_id"], 7)
+
+    @defer.inlineCallbacks
+    def test_a_batch_of_many_rows_is_written_whole_and_in_order(self):
+        # More rows than one multi-row statement holds, and a remainder:
+        # 75 states (2 full statements + 11) and 225 history rows (7 + 1).
+        devices = [Device(f"d{n:02d}", ssh_host_keys=(ssh_fp(f"d{n:02d}"),)) for n in range(75)]
+        inventory = yield self.open_inventory(devices, state_write_delay=0.5)
+        yield inventory.flush()
+        batches = self.count_transactions(inventory.store)
+        emitted = []
+        for n, device in enumerate(devices):
+            peer = f"192.0.2.1:{1000 + n}"
+            for name, extra in (("ssh.hostkey.accepted", {"fingerprint": ssh_fp(device.id)}),
+                                ("ssh.auth.succeeded", {}), ("session.up", {"transport": "netconf-ssh"})):
+                self.bus.emit(name, device_id=device.id, peer=peer, **extra)
+                emitted.append((device.id, name))
+        self.clock.advance(0.5)
+        self.assertEqual(len(batches), 1)
+        yield batches[0]
+        self.assertEqual(self.rows("SELECT device_id, event FROM history ORDER BY id"), emitted)
+        self.assertEqual(
+            sorted(self.rows("SELECT device_id, state, last_address, transport FROM device_state")),
+            [(d.id, "connected", f"192.0.2.1:{1000 + n}", "netconf-ssh") for n, d in enumerate(devices)],
+        )
+        reopened = yield self.reopen(inventory, devices, state_write_delay=0.5)
+        self.assertEqual(reopened.state("d74").last_address, "192.0.2.1:1074")

@@ -409,37 +409,80 @@ class InventoryStore:
 
 
 
+#: Rows per INSERT statement of a batch.  One statement of many rows
+#: instead of one execution per row (what C{executemany} does: bind,
+#: step, reset and halt for every row) writes a storm's history rows with
+#: ~20% fewer instructions; 32 rows of the widest table (9 columns) stay
+#: far below any SQLite build's limit on parameters (999 before 3.32).
+ROWS_PER_STATEMENT = 32
+
+_UPSERT_STATE = (
+    " ON CONFLICT (device_id) DO UPDATE SET"
+    " state = excluded.state, reason = excluded.reason, since = excluded.since,"
+    " last_seen = excluded.last_seen, last_address = excluded.last_address, transport = excluded.transport,"
+    " details = excluded.details, capability_set = excluded.capability_set"
+)
+
+
+class RowInserter:
+    """
+    C{INSERT INTO table (columns) VALUES (...), (...), ... [tail]}, for
+    many rows: full statements of L{ROWS_PER_STATEMENT} rows, the rest one
+    row per execution.  Two statement texts in all, so both stay in the
+    connection's statement cache.  Rows are inserted in the order given.
+    """
+
+    def __init__(self, table_and_columns: str, width: int, tail: str = "", rows_per_statement: int = ROWS_PER_STATEMENT):
+        row = "(" + ", ".join("?" * width) + ")"
+        head = f"INSERT INTO {table_and_columns} VALUES "
+        self.width = width
+        self.rows_per_statement = rows_per_statement
+        self.one = head + row + tail
+        self.many = head + ", ".join([row] * rows_per_statement) + tail
+
+    def insert(self, cursor: sqlite3.Cursor, flat: List[Any]) -> None:
+        """Insert the rows whose values are C{flat}, one row after the other (C{width} values each)."""
+        width = self.width
+        step = self.rows_per_statement * width
+        full = len(flat) // step * step
+        many = self.many
+        for start in range(0, full, step):
+            cursor.execute(many, flat[start:start + step])
+        if full < len(flat):
+            cursor.executemany(self.one, [flat[start:start + width] for start in range(full, len(flat), width)])
+
+
+# An upsert updates the row in place: ~3x cheaper than INSERT OR REPLACE
+# (a delete and an insert) for a device seen before.
+_STATES = RowInserter(
+    "device_state (device_id, state, reason, since, last_seen, last_address, transport, details, capability_set)",
+    9, _UPSERT_STATE,
+)
+_HISTORY = RowInserter("history (device_id, time, event, data)", 4)
+
+
 def _write_buffered(cursor: sqlite3.Cursor, sets: CapabilitySets, states: List[DeviceState], history,
                     trim: List[str], keep: int) -> None:
     if states:
-        rows = []
+        flat: List[Any] = []
         capability_lists: Dict[str, str] = {}
         split = sets.split
         for s in states:
             details, digest, capabilities = split(s.details)
             if digest is not None:
                 capability_lists[digest] = capabilities
-            rows.append((s.device_id, s.state, s.reason, s.since, s.last_seen, s.last_address, s.transport, details,
-                         digest))
+            flat += (s.device_id, s.state, s.reason, s.since, s.last_seen, s.last_address, s.transport, details,
+                     digest)
         # The sets first: a state row never names a set that is not there.
         if capability_lists:
             sets.write(cursor, capability_lists)
-        # An upsert updates the row in place: ~3x cheaper than INSERT OR
-        # REPLACE (a delete and an insert) for a device seen before.
-        cursor.executemany(
-            "INSERT INTO device_state (device_id, state, reason, since, last_seen, last_address, transport, details,"
-            " capability_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
-            " state = excluded.state, reason = excluded.reason, since = excluded.since,"
-            " last_seen = excluded.last_seen, last_address = excluded.last_address, transport = excluded.transport,"
-            " details = excluded.details, capability_set = excluded.capability_set",
-            rows,
-        )
+        _STATES.insert(cursor, flat)
     if history:
         encode = _encode
-        cursor.executemany(
-            "INSERT INTO history (device_id, time, event, data) VALUES (?, ?, ?, ?)",
-            [(device_id, time, event, encode(fields)) for device_id, time, event, fields in history],
-        )
+        flat = []
+        for device_id, time, event, fields in history:
+            flat += (device_id, time, event, encode(fields))
+        _HISTORY.insert(cursor, flat)
     for device_id in trim:
         # With the (device_id, id) index this touches only the rows that
         # fall off the end.
