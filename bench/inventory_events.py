@@ -24,7 +24,13 @@ The garbage collector is off while the loops run: its passes depend on
 everything alive in the process, not on what is measured (the server
 tunes them, see C{callhome_mux.gc_tuning}).
 
-    python bench/inventory_events.py [--sessions 3000] [--repeat 5] [--batch 250] [--close]
+    python bench/inventory_events.py [--sessions 3000] [--repeat 5] [--batch 250] [--close] [--storm]
+
+Instructions instead of CPU time (the same counts whatever the machine's
+load), one part at a time::
+
+    valgrind --tool=callgrind --instr-atstart=no python bench/inventory_events.py \\
+        --sessions 1000 --storm --callgrind database      # or: observer [--without]
 """
 
 from __future__ import annotations
@@ -121,25 +127,47 @@ def session_script(index: int):
     return up, details, (down_before, reason, down_after)
 
 
+class Instruments:
+    """
+    Where the measured parts start and stop: with C{--callgrind PART},
+    callgrind's instrumentation is switched on for that part only
+    (C{observer}: the emitting loops; C{database}: every interaction in
+    the store's pool thread), so the instructions it reports are that
+    part's.
+    """
+
+    def __init__(self, part):
+        self.part = part
+
+    def switch(self, part, on):
+        if part == self.part:
+            import subprocess
+
+            subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], check=True,
+                           stdout=subprocess.DEVNULL)
+
+
 class SQLiteTimer:
     """Adds up the thread CPU of every interaction (SQL, commit) in the store's pool thread."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, instruments):
         self.seconds = 0.0
         original = pool._runInteraction
 
         def timed(*args, **kwargs):
+            instruments.switch("database", True)
             start = time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 self.seconds += time.thread_time() - start
+                instruments.switch("database", False)
 
         pool._runInteraction = timed
 
 
 @defer.inlineCallbacks
-def one_run(count: int, batch: int, close: bool, attach: bool):
+def one_run(count: int, batch: int, close: bool, attach: bool, storm: bool = False, instruments=Instruments(None)):
     clock = task.Clock()
     clock.advance(1_800_000_000)
     # No log observer, as in the storm's server (beginLoggingTo([])).
@@ -156,22 +184,33 @@ def one_run(count: int, batch: int, close: bool, attach: bool):
         )
         if attach:
             inventory.watch_sessions(registry)
-        sqlite = SQLiteTimer(inventory.store._pool)
+        sqlite = SQLiteTimer(inventory.store._pool, instruments)
         yield inventory.flush()
         sqlite.seconds = 0.0
         scripts = [session_script(i) for i in range(count)]
         emit = bus.emit
         cpu = 0.0
         gc.collect()
-        for first in range(0, count, batch):
+        # With storm: a session's first events (to ssh.auth.succeeded) in
+        # one batch and the rest in the next, as in a storm whose
+        # handshakes outlast the write-behind delay: two state rows per
+        # session (authenticating, then connected) instead of one.
+        late = []
+        for first in range(0, count + (batch if storm else 0), batch):
             chunk = scripts[first:first + batch]
             sessions = []
             # The collector's passes depend on everything alive, not on
             # what is measured (the server tunes them, callhome_mux.gc_tuning).
             gc.disable()
+            instruments.switch("observer", True)
             start = time.thread_time()
+            if storm:
+                for up, _, _ in chunk:
+                    for name, fields in up[:5]:
+                        emit(name, **fields)
+                chunk, late = late, chunk
             for up, details, _ in chunk:
-                for name, fields in up:
+                for name, fields in (up[5:] if storm else up):
                     emit(name, **fields)
                 session = Session(details)
                 registry.register(session)
@@ -184,6 +223,7 @@ def one_run(count: int, batch: int, close: bool, attach: bool):
                     for name, fields in after:
                         emit(name, **fields)
             cpu += time.thread_time() - start
+            instruments.switch("observer", False)
             gc.enable()
             clock.advance(0.5)  # the write-behind timer
             yield inventory.store.flush()
@@ -200,14 +240,28 @@ def main(reactor, argv):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=250, help="sessions between two flushes of the write buffer")
     parser.add_argument("--close", action="store_true", help="end each session too")
+    parser.add_argument("--storm", action="store_true",
+                        help="each session's events split over two batches, as in bench/storm.py (two state rows)")
+    parser.add_argument("--callgrind", choices=("observer", "database"),
+                        help="under valgrind --tool=callgrind --instr-atstart=no, instrument only this part;"
+                             " with observer, --without runs the loops without the inventory")
+    parser.add_argument("--without", action="store_true", help="with --callgrind observer: the inventory detached")
     args = parser.parse_args(argv)
+    if args.callgrind:
+        # One run of the part asked for; callgrind prints its instructions.
+        instruments = Instruments(args.callgrind)
+        yield one_run(args.sessions, args.batch, args.close, attach=not args.without, storm=args.storm,
+                      instruments=instruments)
+        print(f"instrumented: {args.callgrind}{' without the inventory' if args.without else ''},"
+              f" {args.sessions} sessions: divide callgrind's 'Collected' by them")
+        return
     with_ = []
     without = []
     sqlite = []
     for _ in range(args.repeat):
-        cpu, _ = yield one_run(args.sessions, args.batch, args.close, attach=False)
+        cpu, _ = yield one_run(args.sessions, args.batch, args.close, attach=False, storm=args.storm)
         without.append(cpu)
-        cpu, db = yield one_run(args.sessions, args.batch, args.close, attach=True)
+        cpu, db = yield one_run(args.sessions, args.batch, args.close, attach=True, storm=args.storm)
         with_.append(cpu)
         sqlite.append(db)
     us = 1e6
