@@ -153,3 +153,20 @@ class GroupCommitTests(InventoryTestMixin, unittest.TestCase):
         )
         reopened = yield self.reopen(inventory, devices, state_write_delay=0.5)
         self.assertEqual(reopened.state("d74").last_address, "192.0.2.1:1074")
+
+    @defer.inlineCallbacks
+    def test_text_columns_keep_none_and_text_apart(self):
+        # None is bound as 0 and made NULL again in SQL (store._NULLABLE):
+        # a text "0" must stay text, and None must come back as None.
+        inventory = yield self.open_inventory([R1, R2])
+        store = inventory.store
+        yield store.save_state(states.DeviceState("r1", states.DISCONNECTED, reason="0", since=1.0, last_seen=2.0,
+                                                  last_address="0", transport="0", details={}))
+        yield store.save_state(states.DeviceState("r2", states.DISCONNECTED, since=1.0, last_seen=2.0, details={}))
+        self.assertEqual(
+            sorted(self.rows("SELECT device_id, reason, last_address, transport, capability_set FROM device_state")),
+            [("r1", "0", "0", "0", None), ("r2", None, None, None, None)],
+        )
+        snapshot = yield store.load()
+        self.assertEqual((snapshot.states["r1"].reason, snapshot.states["r1"].transport), ("0", "0"))
+        self.assertEqual((snapshot.states["r2"].reason, snapshot.states["r2"].last_address), (None, None))
