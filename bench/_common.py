@@ -345,3 +345,8 @@ def time_calls(targets):
                 _counter[1] += time.thread_time() - started
 
         setattr(owner, name, timed)
+
+
+def callgrind_switch(command: str) -> None:
+    """Switch callgrind's instrumentation of this process (C{--instr=on|off}; run under valgrind --instr-atstart=no)."""
+    subprocess.run(["callgrind_control", command, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)

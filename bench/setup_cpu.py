@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import Child, sources  # noqa: E402
+from bench._common import Child, callgrind_switch as _callgrind, sources  # noqa: E402
 
 
 def _process_cpu() -> float:
@@ -216,13 +216,6 @@ def one_round(side: Side, args, reactor, profile_path=None):
             print(f"    event {name}: {count}", flush=True)
         blockingCallFromThread(reactor, side.events_seen.clear)
     return thread1 - thread0, process1 - process0, result["done"], result["failed"], cpu_of
-
-
-def _callgrind(command: str) -> None:
-    """Switch callgrind's instrumentation of this process (run under valgrind --instr-atstart=no)."""
-    import subprocess
-
-    subprocess.run(["callgrind_control", command, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)
 
 
 def orchestrate(args, sides, reactor, report):

@@ -24,6 +24,15 @@ code of this checkout::
 
     python bench/tls_calls.py --devices 300 --runs 7
     python bench/tls_calls.py --root /work/main --devices 300 --runs 7
+
+``--floor`` runs bench/floor_tls.py's manager in the same harness (silent
+direction).  ``--callgrind`` switches callgrind's instrumentation on for
+the measured windows only (deterministic instruction counts, whatever the
+machine's load), with ``--rate`` pacing the devices so that no handshake
+waits long under valgrind::
+
+    valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \
+        python bench/tls_calls.py --devices 100 --runs 1 --rate 20 --callgrind
 """
 
 from __future__ import annotations
@@ -40,7 +49,75 @@ import time
 HERE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE_ROOT)
 
-from bench._common import CPU_OF, time_calls  # noqa: E402
+from bench._common import CPU_OF, callgrind_switch as _callgrind, time_calls  # noqa: E402
+
+
+class FloorSessions:
+    """
+    bench/floor_tls.py's manager (Twisted's TLS client, OpenSSL verifying,
+    <hello> sent, the device's awaited) as the factory to listen with, and
+    as much of a C{SessionRegistry} as the harness uses.
+    """
+
+    def __init__(self, pki: str, groups: str = ""):
+        from twisted.internet import defer
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from bench.floor_tls import Creator, FloorFactory, FloorNetconf, floor_context
+
+        sessions = self
+
+        class Counted(FloorNetconf):
+            def dataReceived(self, data):
+                done = self.hello_done
+                super().dataReceived(data)
+                if self.hello_done and not done:
+                    sessions._up(self)
+
+            def connectionLost(self, reason=None):
+                super().connectionLost(reason)
+                sessions._up_now.discard(self)
+                self.lost.callback(None)
+
+            def whenLost(self):
+                return self.lost
+
+        inner = FloorFactory()
+        inner.protocol = Counted
+        self._inner = inner
+        self._factory = TLSMemoryBIOFactory(Creator(floor_context(pki, groups)), True, inner)
+        self._observers = []
+        self._up_now = set()
+        self._defer = defer
+        self.handoffs = []
+
+    def _up(self, session) -> None:
+        session.lost = self._defer.Deferred()
+        self._up_now.add(session)
+        for observer in list(self._observers):
+            observer(session)
+
+    # What the harness asks of a listening factory and of a registry.
+    def doStart(self):
+        self._factory.doStart()
+
+    def doStop(self):
+        self._factory.doStop()
+
+    def buildProtocol(self, addr):
+        return self._factory.buildProtocol(addr)
+
+    def __len__(self):
+        return self._inner.hellos
+
+    def addConnectedObserver(self, observer):
+        self._observers.append(observer)
+
+    def removeConnectedObserver(self, observer):
+        self._observers.remove(observer)
+
+    def sessions(self):
+        return list(self._up_now)
 
 
 def parse_args(argv=None):
@@ -52,6 +129,13 @@ def parse_args(argv=None):
     parser.add_argument("--groups", default="", help="tls.groups for the manager, e.g. X25519 (default: OpenSSL's)")
     parser.add_argument("--cpu-of", action="append", default=[], help="module:Class.method to time per session")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the measured windows into FILE (distorts the figures)")
+    parser.add_argument("--floor", action="store_true",
+                        help="run bench/floor_tls.py's manager instead (silent direction only): the same harness's floor")
+    parser.add_argument("--rate", type=float, default=0.0, help="connections per second (0: all at once, as the storm)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="under valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes: instrument "
+                             "only the measured windows (instruction counts, whatever the machine's load); use "
+                             "--rate so that no handshake waits long under valgrind")
     return parser.parse_args(argv)
 
 
@@ -62,6 +146,10 @@ def main(argv=None):
 
     epollreactor.install()
     from twisted.internet import defer, protocol, reactor
+    from twisted.logger import globalLogBeginner
+
+    # As the storm's server: no log observer (events are not rendered).
+    globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
 
     from callhome_mux.connection import ConnectionKind
     from callhome_mux.events import EventBus
@@ -96,9 +184,12 @@ def main(argv=None):
     )
     if args.groups:
         options["groups"] = tuple(args.groups.split(":"))
-    handler = TLSHandler(directory, registry, events, TLSSettings(**options), NetconfSettings(), work)
-    kind = ConnectionKind.TLS_SILENT if args.direction == "silent" else ConnectionKind.TLS_CLIENT_HELLO
-    listener = HandoffListener(handler, kind)
+    if args.floor:
+        registry = listener = FloorSessions(os.path.join(work, "pki"), args.groups)
+    else:
+        handler = TLSHandler(directory, registry, events, TLSSettings(**options), NetconfSettings(), work)
+        kind = ConnectionKind.TLS_SILENT if args.direction == "silent" else ConnectionKind.TLS_CLIENT_HELLO
+        listener = HandoffListener(handler, kind)
     port = reactor.listenTCP(0, listener, backlog=4096, interface="127.0.0.1")
 
     class Fleet(protocol.ProcessProtocol):
@@ -132,7 +223,8 @@ def main(argv=None):
     if args.profile:
         import cProfile
 
-        profiler = cProfile.Profile()
+        # Thread CPU, not wall time: other processes' load must not show.
+        profiler = cProfile.Profile(time.thread_time)
 
     @defer.inlineCallbacks
     def run_all():
@@ -144,7 +236,7 @@ def main(argv=None):
                 ready = child.next_line()
                 argv = [sys.executable, "-m", "callhome_mux.testing.fleet", "--kind", "tls", "--direction",
                         args.direction, "--port", str(port.getHost().port), "--pki", os.path.join(work, "pki"),
-                        "--first", str(run * args.devices), "--count", str(args.devices)]
+                        "--first", str(run * args.devices), "--count", str(args.devices), "--rate", str(args.rate)]
                 env = dict(os.environ, PYTHONPATH=HERE_ROOT)
                 process = reactor.spawnProcess(child, sys.executable, argv, env=env)
                 yield ready
@@ -160,6 +252,8 @@ def main(argv=None):
                 for counter in CPU_OF.values():
                     counter[:] = [0, 0.0]
                 done = child.next_line()
+                if args.callgrind:
+                    _callgrind("--instr=on")
                 if profiler is not None:
                     profiler.enable()
                 started = time.thread_time()
@@ -167,6 +261,8 @@ def main(argv=None):
                 finished = yield all_up
                 if profiler is not None:
                     profiler.disable()
+                if args.callgrind:
+                    _callgrind("--instr=off")
                 registry.removeConnectedObserver(connected)
                 report = yield done
                 cpu_us = (finished - started) / args.devices * 1e6
