@@ -198,11 +198,12 @@ class AnchorFactsTests(TestCase):
 
 class WrapperTests(TestCase):
     @defer.inlineCallbacks
-    def test_one_python_certificate_object_per_silent_connection(self):
+    def test_no_python_certificate_object_per_silent_connection(self):
         """
-        The leaf's entry in the peer chain and the verified chain (leaf,
-        anchor) are looked at as OpenSSL pointers: the only pyOpenSSL X509
-        made while verifying a directly issued device is the leaf's own.
+        The leaf, its entry in the peer chain and the verified chain (leaf,
+        anchor) are looked at as OpenSSL pointers (the leaf's DER dumped
+        from its pointer): no pyOpenSSL X509 is made while verifying a
+        directly issued device.
         """
         from OpenSSL import crypto
 
@@ -229,7 +230,16 @@ class WrapperTests(TestCase):
         # alone (OpenSSL otherwise completes the chain it sends from them).
         yield manager.call_home(self, device_with(test_pki().device, trust_anchors=[]), "silent")
         yield manager.registry.whenConnected("device1.example.net")
-        self.assertEqual(len(made), 1)
+        self.assertEqual(made, [])
+
+
+class DerTests(TestCase):
+    def test_der_of_a_pointer_is_pyopenssls_dump(self):
+        from OpenSSL import crypto
+
+        for issued in test_pki().issued().values():
+            certificate = crypto.X509.from_cryptography(issued.certificate)
+            self.assertEqual(verify._der_of(certificate._x509), crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate))
 
 
 class OurChainTests(TestCase):

@@ -422,6 +422,19 @@ class SubjectReadingTests(TestCase):
             rule = CertToNameRule("sha256:" + "ab" * 32, map_type)
             self.assertEqual(facts.name(rule), attribute_of(certificate.subject, oid), map_type)
 
+    def test_escaping_as_cryptography(self):
+        """Every value of up to three characters from the ones RFC 4514 escapes (and others): cryptography's escaping."""
+        import itertools
+
+        from cryptography.x509.name import _escape_dn_value
+
+        from callhome_mux.tls.facts import _escaped
+
+        characters = ["a", "\\", '"', "+", ",", ";", "<", ">", "\x00", "#", " ", "\u00e9", "=", "\n"]
+        for length in (1, 2, 3):
+            for value in map("".join, itertools.product(characters, repeat=length)):
+                self.assertEqual(_escaped(value), _escape_dn_value(value), repr(value))
+
     def test_plain_subjects_read_directly(self):
         attribute = x509.NameAttribute
         oid = x509.NameOID

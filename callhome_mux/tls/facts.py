@@ -13,6 +13,7 @@ CRL lists it and which device it names are decided per connection.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from typing import Dict, Optional
 
@@ -138,6 +139,18 @@ def _oid_text(content: bytes) -> str:
     return ".".join(map(str, head + parts[1:]))
 
 
+#: What cryptography's _escape_dn_value changes: these characters anywhere,
+#: a leading "#" or space, a trailing space.
+_ESCAPED_ANYWHERE = re.compile(r'[\\"+,;<>\x00]')
+
+
+def _escaped(value: str) -> str:
+    """C{_escape_dn_value(value)} for a non-empty text value, without its eight replaces when none applies."""
+    if value[0] in "# " or value[-1] == " " or _ESCAPED_ANYWHERE.search(value):
+        return _escape_dn_value(value)
+    return value
+
+
 #: OID content bytes -> (dotted form, name in subject strings); filled as OIDs are seen (bounded).
 _OIDS: Dict[bytes, tuple] = {}
 
@@ -206,7 +219,7 @@ def _read_subject(der: bytes):
                     common_name = value
             elif dotted == _SERIAL_NUMBER and serial_number is None:
                 serial_number = value
-            rdns.append(f"{name}={_escape_dn_value(value)}")
+            rdns.append(f"{name}={_escaped(value)}")
         if position != stop:
             return None
     except (ValueError, IndexError):

@@ -212,38 +212,45 @@ class CertificateVerifier:
 
     def verify_connection(self, connection: SSL.Connection, peer_role: str, peer: str = "?") -> Identified:
         """L{verify} for the certificates the peer of a finished handshake on C{connection} presented."""
-        leaf = connection.get_peer_certificate()
-        if leaf is None:
+        # OpenSSL's own pointers and DER dumps: a pyOpenSSL X509 per
+        # certificate is made only if the chain must be verified here.
+        leaf = _lib.SSL_get_peer_certificate(connection._ssl)  # a reference of our own
+        if leaf == _ffi.NULL:
             raise CertificateRefused(NO_CERTIFICATE, "the device presented no certificate")
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
+        try:
+            return self._verify_peer(connection, leaf, peer_role, peer)
+        finally:
+            _lib.X509_free(leaf)
+
+    def _verify_peer(self, connection: SSL.Connection, leaf, peer_role: str, peer: str) -> Identified:
+        der = _der_of(leaf)
         facts = self.facts.for_der(der)
         # As TLS client OpenSSL lists the leaf too (the same object, skipped
-        # without a Python wrapper); as server it does not.
+        # by pointer); as server it does not.
         intermediates = []
         for pointer in _stack(_lib.SSL_get_peer_cert_chain(connection._ssl)):
-            if pointer == leaf._x509:
-                continue
-            certificate = _wrap(pointer)
-            certificate_der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-            if certificate_der != der:
-                intermediates.append((certificate, certificate_der))
+            if pointer != leaf:
+                certificate_der = _der_of(pointer)
+                if certificate_der != der:
+                    intermediates.append((pointer, certificate_der))
         intermediate_facts = [self.facts.for_der(certificate_der) for _, certificate_der in intermediates]
 
         def chain_of(now):
             verified = self._chain_verified_in_handshake(connection, leaf)
             if verified is not None:
                 return (facts, *(self._chain_facts(pointer) for pointer in verified[1:]))
-            return self._verified_chain(facts, lambda: leaf, lambda: [certificate for certificate, _ in intermediates], now)
+            return self._verified_chain(facts, lambda: _wrap(leaf), lambda: [_wrap(pointer) for pointer, _ in intermediates], now)
 
         return self._verify(facts, chain_of, intermediate_facts, peer_role, peer)
 
     def _chain_facts(self, pointer) -> CertificateFacts:
         """The facts of a certificate (its C{X509 *}) of a chain verified with the current store."""
-        anchor = self._anchor_facts.get(_address(pointer)) if self._anchor_facts else None
+        # cffi pointers hash and compare by address.
+        anchor = self._anchor_facts.get(pointer) if self._anchor_facts else None
         if anchor is None:
-            return self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, _wrap(pointer)))
+            return self.facts.for_der(_der_of(pointer))
         if anchor[1] is None:
-            anchor[1] = self.facts.for_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, anchor[0]))
+            anchor[1] = self.facts.for_der(_der_of(anchor[0]._x509))
         return anchor[1]
 
     def handshake_connection(self, connection: SSL.Connection) -> SSL.Connection:
@@ -258,9 +265,10 @@ class CertificateVerifier:
         connection._callhome_store = self._cached_store if self._handshake_contexts else None
         return connection
 
-    def _chain_verified_in_handshake(self, connection: SSL.Connection, leaf: crypto.X509):
-        """The chain OpenSSL verified for C{leaf} during the handshake with our current store, else C{None}."""
-        if self._injected_clock or not any(connection.get_context() is c for c in self._handshake_contexts):
+    def _chain_verified_in_handshake(self, connection: SSL.Connection, leaf):
+        """The chain OpenSSL verified for C{leaf} (its C{X509 *}) during the handshake with our current store, else C{None}."""
+        # (pyOpenSSL contexts compare by identity.)
+        if self._injected_clock or connection.get_context() not in self._handshake_contexts:
             return None
         began_with = getattr(connection, "_callhome_store", None)
         if began_with is not None:
@@ -272,7 +280,7 @@ class CertificateVerifier:
         # The chain's X509 pointers, without a Python wrapper each (the
         # anchor's facts are found by address): valid while the connection is.
         verified = _stack(_lib.SSL_get0_verified_chain(connection._ssl))
-        if not verified or verified[0] != leaf._x509:
+        if not verified or verified[0] != leaf:
             return None
         return verified
 
@@ -335,7 +343,7 @@ class CertificateVerifier:
                 # The wrapper is kept with the facts (read at first use, as
                 # before), so that the address stays its own.
                 if _STORE_BINDINGS:
-                    self._anchor_facts[_address(openssl_anchor._x509)] = [openssl_anchor, None]
+                    self._anchor_facts[openssl_anchor._x509] = [openssl_anchor, None]
             # An intermediate CA may be the configured anchor (trust a
             # vendor's device sub-CA without its root).
             store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
@@ -416,15 +424,26 @@ _SSL_MODE_NO_AUTO_CHAIN = 0x00000008
 _STORE_BINDINGS = hasattr(_lib, "SSL_CTX_set_cert_store") and hasattr(_lib, "X509_STORE_up_ref")
 
 
-def _address(pointer) -> int:
-    return int(_ffi.cast("uintptr_t", pointer))
-
-
 def _stack(stack) -> list:
     """The C{X509 *} of an OpenSSL C{STACK_OF(X509)} (borrowed: valid while its owner is)."""
     if stack == _ffi.NULL:
         return []
     return [_lib.sk_X509_value(stack, index) for index in range(_lib.sk_X509_num(stack))]
+
+
+def _der_of(pointer) -> bytes:
+    """The DER form of the certificate C{pointer} (an C{X509 *}), as pyOpenSSL's dump_certificate writes it."""
+    bio = _lib.BIO_new(_lib.BIO_s_mem())
+    if bio == _ffi.NULL:
+        raise MemoryError("BIO_new failed")
+    try:
+        if _lib.i2d_X509_bio(bio, pointer) != 1:
+            raise ValueError("i2d_X509_bio failed")
+        data = _ffi.new("char **")
+        length = _lib.BIO_get_mem_data(bio, data)
+        return _ffi.buffer(data[0], length)[:]
+    finally:
+        _lib.BIO_free(bio)
 
 
 def _wrap(pointer) -> crypto.X509:
