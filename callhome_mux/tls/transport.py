@@ -11,8 +11,9 @@ arrives in one TCP read, that is ~12 KiB per idle session; after one 64 KiB
 read (a large RPC reply), ~85 KiB.
 
 L{CallHomeTLSTransport} swaps such a BIO for a fresh, empty one once it
-has been drained: after the handshake, and after a read or write of at
-least L{RENEW_ABOVE} bytes.  pyOpenSSL has no API for this (it would need
+has been drained: after the first read and write that follow the handshake
+(the handshake flights grew both), and after a read or write of at least
+L{RENEW_ABOVE} bytes.  pyOpenSSL has no API for this (it would need
 a way to release a C{Connection}'s BIO buffers, or OpenSSL a memory BIO
 that frees its buffer when drained), so this uses cryptography's OpenSSL
 bindings and pyOpenSSL's private BIO attributes; L{bios_renewable} tells
@@ -63,6 +64,7 @@ class CallHomeTLSTransport(BufferingTLSTransport):
         # then gives each transport a dict of its own (~0.8 KiB per session).
         self._handshakeDone = False
         self._into_grown = self._from_grown = self._renewable = False
+        self._into_after_handshake = self._from_after_handshake = False
         #: How many times a BIO was renewed (tests and curiosity).
         self.renewed = 0
 
@@ -87,18 +89,21 @@ class CallHomeTLSTransport(BufferingTLSTransport):
         finished_before = self._handshakeDone
         super()._checkHandshakeStatus()
         if self._handshakeDone and not finished_before:
-            # Both BIOs carried the handshake flights.
-            self._into_grown = self._from_grown = True
+            # Both BIOs carried the handshake flights.  They are renewed
+            # after the first read and the first write that follow (a
+            # NETCONF <hello> each way, which would grow a fresh BIO again
+            # at once): one renewal each instead of two.
+            self._into_after_handshake = self._from_after_handshake = True
 
     def dataReceived(self, data):
-        if len(data) >= RENEW_ABOVE:
+        if len(data) >= RENEW_ABOVE or self._into_after_handshake:
             self._into_grown = True
         super().dataReceived(data)
         if self._into_grown and self._handshakeDone and self._renewable:
             self._renew_into()
 
     def _write(self, data):
-        if len(data) >= RENEW_ABOVE:
+        if len(data) >= RENEW_ABOVE or self._from_after_handshake:
             self._from_grown = True
         super()._write(data)
 
@@ -117,7 +122,7 @@ class CallHomeTLSTransport(BufferingTLSTransport):
         # SSL_set_bio frees the old read BIO and hands the new one to the record layer.
         _lib.SSL_set_bio(connection._ssl, fresh, connection._from_ssl)
         connection._into_ssl = fresh
-        self._into_grown = False
+        self._into_grown = self._into_after_handshake = False
         self.renewed += 1
 
     def _renew_from(self) -> None:
@@ -129,7 +134,7 @@ class CallHomeTLSTransport(BufferingTLSTransport):
             return
         _lib.SSL_set_bio(connection._ssl, connection._into_ssl, fresh)
         connection._from_ssl = fresh
-        self._from_grown = False
+        self._from_grown = self._from_after_handshake = False
         self.renewed += 1
 
 
