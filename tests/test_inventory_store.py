@@ -244,20 +244,50 @@ class RetentionTests(InventoryTestMixin, unittest.TestCase):
 
 
 class JSONEncodingTests(unittest.TestCase):
+    VALUES = [
+        {},
+        {"b": 1, "a": [1.5, None, True, False, "x\u00e9\n\"", {"z": {}, "y": []}], "c": float("inf")},
+        {"nan": float("nan"), "big": 10 ** 30, "neg": -0.0, "obj": complex(1, 2)},
+        {2: "int keys", 1: None},
+        ["top", "level", "list"],
+        "a string",
+    ]
+
     def test_same_text_as_json_dumps(self):
-        # History rows and state details are written with an encoder made
-        # once; the text must be what json.dumps(sort_keys, default=str) gives.
+        # Capability lists and version-2 details are written with an
+        # encoder made once; the text must be what json.dumps(sort_keys,
+        # default=str) gives.
         from callhome_mux.inventory.store import _encode, details_json
 
-        values = [
-            {},
-            {"b": 1, "a": [1.5, None, True, False, "x\u00e9\n\"", {"z": {}, "y": []}], "c": float("inf")},
-            {"nan": float("nan"), "big": 10 ** 30, "neg": -0.0, "obj": complex(1, 2)},
-            {2: "int keys", 1: None},
-            ["top", "level", "list"],
-            "a string",
-        ]
-        for value in values:
+        for value in self.VALUES:
             self.assertEqual(_encode(value), json.dumps(value, sort_keys=True, default=str))
         details = {"peer": "p", "capabilities": ["urn:b", "urn:a"], "algorithms": {"mac": "m", "cipher": "c"}}
         self.assertEqual(details_json(details), json.dumps(details, sort_keys=True, default=str))
+
+    def test_rows_keep_the_order_of_their_keys(self):
+        # History rows and state details: json.dumps(default=str), keys not sorted.
+        from callhome_mux.inventory.store import _encode_row
+
+        for value in self.VALUES:
+            self.assertEqual(_encode_row(value), json.dumps(value, default=str))
+        self.assertEqual(_encode_row({"b": 1, "a": {"d": 2, "c": 3}}), '{"b": 1, "a": {"d": 2, "c": 3}}')
+
+
+class RowTextTests(InventoryTestMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_history_and_state_rows_keep_key_order_and_read_back_equal(self):
+        inventory = yield self.open_inventory()
+        store = inventory.store
+        yield store.append_history("r1", 5.0, "e", {"zeta": 1, "alpha": [2, {"y": 1, "x": 2}]})
+        [(data,)] = self.rows("SELECT data FROM history")
+        self.assertEqual(data, '{"zeta": 1, "alpha": [2, {"y": 1, "x": 2}]}')
+        [entry] = yield store.history("r1")
+        self.assertEqual(entry, {"zeta": 1, "alpha": [2, {"y": 1, "x": 2}], "time": 5.0, "event": "e"})
+        from callhome_mux.inventory.state import DeviceState
+
+        details = {"peer": "p", "algorithms": {"mac": "m", "cipher": "c"}, "capabilities": ["urn:b", "urn:a"]}
+        yield store.save_state(DeviceState("r1", "connected", since=1.0, last_seen=1.0, details=details))
+        [(text,)] = self.rows("SELECT details FROM device_state")
+        self.assertEqual(text, '{"peer": "p", "algorithms": {"mac": "m", "cipher": "c"}}')
+        snapshot = yield store.load()
+        self.assertEqual(snapshot.states["r1"].details, details)

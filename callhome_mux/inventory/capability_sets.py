@@ -23,7 +23,7 @@ import hashlib
 import sqlite3
 from typing import Any, Dict, Optional, Tuple
 
-from callhome_mux.inventory.jsontext import encode
+from callhome_mux.inventory.jsontext import encode, encode_row
 
 #: The details key whose list value is stored as a set.
 KEY = "capabilities"
@@ -56,7 +56,7 @@ class CapabilitySets:
         """
         capabilities = details.get(KEY)
         if type(capabilities) is not list:
-            return encode(details), None, None
+            return encode_row(details), None, None
         known = self._by_identity.get(id(capabilities))
         if known is None or known[0] is not capabilities:
             text = encode(capabilities)
@@ -67,7 +67,7 @@ class CapabilitySets:
             self._by_identity[id(capabilities)] = known
         rest = details.copy()
         del rest[KEY]
-        return encode(rest), known[1], known[2]
+        return encode_row(rest), known[1], known[2]
 
     def write(self, cursor: sqlite3.Cursor, sets: Dict[str, str]) -> None:
         """Insert the sets (digest -> JSON) not known to be written already."""

@@ -28,7 +28,7 @@ from callhome_mux.inventory import capability_sets
 from callhome_mux.inventory.capability_sets import CapabilitySets
 from callhome_mux.inventory.codec import device_from_json, device_to_json
 from callhome_mux.inventory.identity import PendingDevice
-from callhome_mux.inventory.jsontext import encode as _encode
+from callhome_mux.inventory.jsontext import encode as _encode, encode_row as _encode_row
 from callhome_mux.inventory.model import Device
 from callhome_mux.inventory.schema import migrate
 from callhome_mux.inventory.state import DeviceState
@@ -490,7 +490,7 @@ def _write_buffered(cursor: sqlite3.Cursor, sets: CapabilitySets, states: List[D
             sets.write(cursor, capability_lists)
         _STATES.insert(cursor, flat)
     if history:
-        encode = _encode
+        encode = _encode_row
         flat = []
         for device_id, time, event, fields in history:
             flat += (device_id, time, event, encode(fields))
