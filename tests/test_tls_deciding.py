@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from callhome_mux.connection import ClassifiedConnection, ConnectionKind
 from callhome_mux.events import EventBus
 from callhome_mux.inventory.model import Device
+from callhome_mux.timers import shared_timers
 from callhome_mux.tls import handler as handler_module
 from callhome_mux.tls.settings import TLSSettings
 from callhome_mux.tls.verify import Identified
@@ -118,10 +119,9 @@ class BusyReactorTests(TestCase):
         clock = task.Clock()
         callhome, fake, netconf = deciding(clock)
         callhome._decide(None)
-        # The reactor runs the due timer first ...
-        timer = callhome._timer
-        clock.calls.remove(timer)
-        timer.func(*timer.args, **timer.kw)
+        # Time passes, and the reactor runs the due (shared) timer first ...
+        clock.rightNow += fake.settings.protocol_decision_wait
+        shared_timers(clock)._fire()
         self.assertEqual((netconf, fake.restconf), ([], []))
         # ... then reads the socket, which already held the hello.
         callhome.dataReceived(HELLO)
@@ -129,6 +129,14 @@ class BusyReactorTests(TestCase):
         self.assertEqual(len(netconf), 1)
         self.assertEqual(netconf[0].received, HELLO)
         self.assertEqual(fake.restconf, [])
+
+    def test_decision_timers_share_one_reactor_timer(self):
+        """Connections waiting for the device to speak first add no reactor timer each."""
+        clock = task.Clock()
+        for _ in range(3):
+            callhome, fake, netconf = deciding(clock)
+            callhome._decide(None)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
 
     def test_true_silence_still_means_restconf(self):
         clock = task.Clock()

@@ -111,6 +111,7 @@ class TLSHandler:
         self.netconf_settings = netconf_settings
         self.clock = clock
         self.restconf_factory = restconf_factory
+        self._netconf = None
         #: C{(device, peer) -> reason or None}: a last word on a verified,
         #: known device (the inventory's back-off); C{None} admits all.
         self.device_gate = None
@@ -137,6 +138,22 @@ class TLSHandler:
         self._transports = {
             kind: TLSTransportFactory(creator, kind is ConnectionKind.TLS_SILENT) for kind, creator in self._creators.items()
         }
+
+    def netconf_protocol(self):
+        """
+        C{(NetconfClientProtocol, parse_threads)}, found at the first NETCONF
+        session: the NETCONF layer pulls in lxml, which a RESTCONF-only
+        deployment need not pay for at start.
+        """
+        if self._netconf is None:
+            from twisted.internet.interfaces import IReactorThreads
+
+            from callhome_mux.netconf.session import NetconfClientProtocol
+
+            # Large replies are parsed in the worker thread once complete,
+            # as over SSH (tests' task.Clock: in the reactor thread).
+            self._netconf = (NetconfClientProtocol, self.clock if IReactorThreads.providedBy(self.clock) else None)
+        return self._netconf
 
     def reloadTrust(self) -> None:
         """
@@ -288,8 +305,11 @@ class TLSCallHome(Protocol):
         elif decide.from_alpn(alpn) is not None:
             self._start(decide.from_alpn(alpn), "alpn")
         else:
-            # Who speaks first.  The device may already have.
-            self._timer = self.handler.clock.callLater(self.handler.settings.protocol_decision_wait, self._silence_elapsed)
+            # Who speaks first.  The device may already have.  (A NETCONF
+            # device speaks at once: a shared timer, as the handshake's.)
+            self._timer = shared_timers(self.handler.clock).callLater(
+                self.handler.settings.protocol_decision_wait, self._silence_elapsed
+            )
             self._decide_from_bytes()
 
     def _silence_elapsed(self) -> None:
@@ -344,23 +364,16 @@ class TLSCallHome(Protocol):
             self.connection = self.identified = None
 
     def _netconf_protocol(self) -> IProtocol:
-        # Imported here: the NETCONF layer pulls in lxml, which a
-        # RESTCONF-only deployment need not pay for at start.
-        from twisted.internet.interfaces import IReactorThreads
-
-        from callhome_mux.netconf.session import NetconfClientProtocol
-
-        clock = self.handler.clock
-        return NetconfClientProtocol(
-            events=self.handler.events,
-            settings=self.handler.netconf_settings,
-            clock=clock,
+        handler = self.handler
+        protocol_class, parse_threads = handler.netconf_protocol()
+        return protocol_class(
+            events=handler.events,
+            settings=handler.netconf_settings,
+            clock=handler.clock,
             device_id=self.identified.device_id,
             connection_id=self.connection.connection_id,
             details=self.details,
-            # Large replies are parsed in the worker thread once complete,
-            # as over SSH (tests' task.Clock: in the reactor thread).
-            parse_threads=clock if IReactorThreads.providedBy(clock) else None,
+            parse_threads=parse_threads,
         )
 
     def _register(self, session) -> None:

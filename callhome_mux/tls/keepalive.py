@@ -16,6 +16,20 @@ import socket
 from callhome_mux.tls.settings import TLSSettings
 
 
+#: The keepalive timings' TCP options this system has, with the setting
+#: each takes its value from (Linux names; other systems keep their
+#: defaults for what they lack).
+_TCP_OPTIONS = tuple(
+    (getattr(socket, option), setting)
+    for option, setting in (
+        ("TCP_KEEPIDLE", "keepalive_idle"),
+        ("TCP_KEEPINTVL", "keepalive_interval"),
+        ("TCP_KEEPCNT", "keepalive_count"),
+    )
+    if hasattr(socket, option)
+)
+
+
 def set_tcp_keepalive(transport, settings: TLSSettings) -> bool:
     """
     Turn on keepalive with our timings where C{transport} has a socket;
@@ -29,14 +43,8 @@ def set_tcp_keepalive(transport, settings: TLSSettings) -> bool:
         return False
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        # Linux names; other systems keep their defaults for what they lack.
-        for option, value in (
-            ("TCP_KEEPIDLE", settings.keepalive_idle),
-            ("TCP_KEEPINTVL", settings.keepalive_interval),
-            ("TCP_KEEPCNT", settings.keepalive_count),
-        ):
-            if hasattr(socket, option):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+        for option, setting in _TCP_OPTIONS:
+            sock.setsockopt(socket.IPPROTO_TCP, option, getattr(settings, setting))
     except OSError:
         return False
     return True
