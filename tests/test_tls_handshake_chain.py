@@ -68,10 +68,32 @@ class HandshakeChainTests(TestCase):
         self.assertEqual(checks.count, 0)
 
     @defer.inlineCallbacks
-    def test_client_hello_still_verified_after(self):
-        """As TLS server OpenSSL's check is not used (it would need a Python callback per certificate)."""
+    def test_client_hello_chain_verified_once(self):
+        """As TLS server too (its verify callback accepting), a chain OpenSSL verified without error is not verified again."""
         _, checks = yield self.accepted(CLIENT_HELLO, test_pki().device, "device1.example.net")
-        self.assertEqual(checks.count, 1)
+        self.assertEqual(checks.count, 0)
+
+    @defer.inlineCallbacks
+    def test_client_hello_refusals_keep_their_reasons(self):
+        """
+        pyOpenSSL reports X509_V_OK for a chain whose errors the verify
+        callback accepted: such a chain is verified again after the
+        handshake, and refused for its own reason.
+        """
+        pki = test_pki()
+        for issued, reason in (
+            (pki.wrong_ca, verify.UNTRUSTED_CHAIN),
+            (pki.self_signed, verify.UNTRUSTED_CHAIN),
+            (pki.expired, verify.EXPIRED),
+            (pki.not_yet_valid, verify.NOT_YET_VALID),
+            (pki.email_only, verify.KEY_USAGE),
+        ):
+            manager = Manager(self, CLIENT_HELLO, [Device("device1.example.net"), Device("device-email.example.net")])
+            refusal, checks = yield self.refused(manager, issued, "client-hello")
+            self.assertEqual((refusal["reason"], refusal["fingerprint"]), (reason, issued.fingerprint))
+            if reason in (verify.UNTRUSTED_CHAIN, verify.KEY_USAGE):
+                # (The dates are checked before the chain.)
+                self.assertEqual(checks.count, 1, issued)
 
     @defer.inlineCallbacks
     def test_silent_refusals_keep_their_reasons(self):

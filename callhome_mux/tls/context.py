@@ -32,9 +32,19 @@ TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eN
 _MIN_VERSION = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 
 
+#: Set to C{True} on a connection whose verify callback was told of an
+#: error in the peer's chain (see L{_accept_for_now}).
+CHAIN_ERROR = "_callhome_chain_error"
+
+
 def _accept_for_now(connection, certificate, error_number, depth, ok) -> bool:
     # The decision is made after the handshake by CertificateVerifier, which
     # can name the reason and honour pinned self-signed certificates.
+    # pyOpenSSL turns every error a callback accepts into X509_V_OK, so
+    # SSL_get_verify_result cannot tell such a chain from a good one: the
+    # error is noted on the connection for the verifier.
+    if not ok:
+        setattr(connection, CHAIN_ERROR, True)
     return True
 
 
@@ -134,7 +144,7 @@ class ConnectionCreator:
 
     def __init__(self, context: SSL.Context, prepare=None):
         self.context = context
-        #: Called with each new client connection (the verifier notes its store on it).
+        #: Called with each new connection (the verifier notes its store on it).
         self.prepare = prepare
 
     def clientConnectionForTLS(self, protocol) -> SSL.Connection:
@@ -144,4 +154,4 @@ class ConnectionCreator:
         return connection
 
     def serverConnectionForTLS(self, protocol) -> SSL.Connection:
-        return SSL.Connection(self.context, None)
+        return self.clientConnectionForTLS(protocol)

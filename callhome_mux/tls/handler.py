@@ -121,16 +121,16 @@ class TLSHandler:
             self.trust, settings.cert_to_name, directory, unknown_device_policy or refuse_unknown_devices
         )
         client = client_context(settings, self.identity)
-        # As TLS client OpenSSL checks the device's chain in the handshake
-        # anyway (without enforcing it): with our store it does the check
-        # the verifier would otherwise repeat.  (As TLS server that would
-        # cost a Python verify callback per certificate.)
+        server = server_context(settings, self.identity)
+        # OpenSSL checks the device's chain in the handshake anyway (as TLS
+        # client without a verification mode, as TLS server through the
+        # verify callback that accepts whatever it finds): with our store
+        # it does the check the verifier would otherwise repeat after it.
         # Each connection notes the store in force when it began: a chain
         # OpenSSL verified before a trust reload is verified again after.
-        in_handshake = self.verifier.verify_during_handshake(client)
         self._creators = {
-            ConnectionKind.TLS_SILENT: ConnectionCreator(client, self.verifier.handshake_connection if in_handshake else None),
-            ConnectionKind.TLS_CLIENT_HELLO: ConnectionCreator(server_context(settings, self.identity)),
+            ConnectionKind.TLS_SILENT: self._creator(client),
+            ConnectionKind.TLS_CLIENT_HELLO: self._creator(server),
         }
         # One TLS transport factory per role for every connection.  Its
         # write coalescing runs on the real reactor (the default); our own
@@ -154,6 +154,10 @@ class TLSHandler:
             # as over SSH (tests' task.Clock: in the reactor thread).
             self._netconf = (NetconfClientProtocol, self.clock if IReactorThreads.providedBy(self.clock) else None)
         return self._netconf
+
+    def _creator(self, context) -> ConnectionCreator:
+        in_handshake = self.verifier.verify_during_handshake(context)
+        return ConnectionCreator(context, self.verifier.handshake_connection if in_handshake else None)
 
     def reloadTrust(self) -> None:
         """

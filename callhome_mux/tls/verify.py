@@ -38,6 +38,7 @@ from service_identity import hazmat as identity_rules
 
 from callhome_mux.inventory.model import CertToNameRule, Device, DeviceDirectory
 from callhome_mux.tls.certname import first_mapping
+from callhome_mux.tls.context import CHAIN_ERROR
 from callhome_mux.tls.facts import PEER_IS_CLIENT, PEER_IS_SERVER, CertificateFacts, FactsCache  # noqa: F401
 from callhome_mux.tls.trust import TrustStore
 
@@ -163,8 +164,10 @@ class CertificateVerifier:
     def verify_during_handshake(self, context: SSL.Context) -> bool:
         """
         Have OpenSSL check the peer's chain with our store inside the
-        handshakes of C{context}, a TLS client context without a verification
-        mode (OpenSSL then records its verdict and goes on whatever it is).
+        handshakes of C{context}: a TLS client context without a verification
+        mode, or a TLS server context whose verify callback accepts and notes
+        errors (L{callhome_mux.tls.context.CHAIN_ERROR}); either way OpenSSL
+        records its verdict and goes on whatever it is.
         L{verify_connection} takes a chain OpenSSL verified as is, instead
         of verifying it a second time, and checks it itself otherwise (so
         that a refusal has the same reason as ever).  C{False} when the
@@ -275,7 +278,7 @@ class CertificateVerifier:
             connection._callhome_store = None  # not needed any more: no old store kept alive by a session
         if began_with is not self._store():
             return None  # the trust changed since the handshake began (or it was not noted)
-        if _lib.SSL_get_verify_result(connection._ssl) != 0:
+        if _lib.SSL_get_verify_result(connection._ssl) != 0 or getattr(connection, CHAIN_ERROR, False):
             return None  # checked again below, for the exact reason
         # The chain's X509 pointers, without a Python wrapper each (the
         # anchor's facts are found by address): valid while the connection is.
