@@ -45,6 +45,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench._common import callgrind_switch  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.logger import Logger, LogPublisher  # noqa: E402
 
@@ -141,10 +142,7 @@ class Instruments:
 
     def switch(self, part, on):
         if part == self.part:
-            import subprocess
-
-            subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], check=True,
-                           stdout=subprocess.DEVNULL)
+            callgrind_switch("--instr=on" if on else "--instr=off")
 
 
 class SQLiteTimer:
