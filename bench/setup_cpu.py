@@ -181,6 +181,8 @@ def one_round(side: Side, args, reactor, profile_path=None):
         def start():
             for counter in CPU_OF.values():
                 counter[:] = [0, 0.0]
+            if args.gc_objects:
+                gc_objects.start()
             return mark()
 
         if args.callgrind:
@@ -200,6 +202,8 @@ def one_round(side: Side, args, reactor, profile_path=None):
         (thread1, process1), cpu_of = blockingCallFromThread(reactor, settled)
         if args.callgrind:
             _callgrind("--instr=off")
+        if args.gc_objects:
+            blockingCallFromThread(reactor, gc_objects.stop, result["done"])
         if profiler is not None:
             blockingCallFromThread(reactor, profiler.disable)
             profiler.dump_stats(profile_path)
@@ -216,6 +220,40 @@ def one_round(side: Side, args, reactor, profile_path=None):
             print(f"    event {name}: {count}", flush=True)
         blockingCallFromThread(reactor, side.events_seen.clear)
     return thread1 - thread0, process1 - process0, result["done"], result["failed"], cpu_of
+
+
+class GCObjects:
+    """
+    The garbage collector's view of one round, per session (deterministic,
+    whatever the machine's load): the collector is off during the round.
+
+    - young growth: how far the young generation's count rose (tracked
+      objects allocated minus those freed), what triggers collections;
+    - cyclic garbage: what a full collection then finds unreachable;
+    - kept: tracked objects still alive afterwards (the sessions' own).
+    """
+
+    def start(self) -> None:
+        import gc
+
+        gc.collect()
+        self._objects = len(gc.get_objects())
+        gc.disable()
+        self._count = gc.get_count()[0]
+
+    def stop(self, sessions: int) -> None:
+        import gc
+
+        growth = gc.get_count()[0] - self._count
+        garbage = gc.collect()
+        gc.enable()
+        kept = len(gc.get_objects()) - self._objects
+        n = max(sessions, 1)
+        print(f"    gc objects per session: young growth {growth / n:.1f}, cyclic garbage {garbage / n:.1f}, "
+              f"kept {kept / n:.1f}", flush=True)
+
+
+gc_objects = GCObjects()
 
 
 def orchestrate(args, sides, reactor, report):
@@ -263,6 +301,9 @@ def main():
     parser.add_argument("--callgrind", action="store_true",
                         help="under valgrind --tool=callgrind --instr-atstart=no: instrument only the storms "
                              "(instruction counts: deterministic, whatever the machine's load); use --only")
+    parser.add_argument("--gc-objects", action="store_true",
+                        help="print tracked objects per session (young-generation growth, cyclic garbage, kept); "
+                             "the collector is off during each round")
     parser.add_argument("--cpu-of", action="append", default=[],
                         help="module:Class.method of callhome-mux: print its thread CPU per session (as storm.py)")
     parser.add_argument("--profile", help="cProfile each round's reactor thread into PROFILE.<side>.<round>")
