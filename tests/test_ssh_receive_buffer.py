@@ -96,6 +96,37 @@ def _stream(payloads, mac: bytes = b"hmac-sha2-512") -> bytes:
     return b"".join(sender.transport.data)
 
 
+def _packet_reads(payloads, mac: bytes = b"hmac-sha2-512"):
+    """Each payload's whole packet, as one read each."""
+    sender = _sender(_ciphers(False, mac))
+    reads = []
+    for payload in payloads:
+        sender.transport.data.clear()
+        sender.sendPacket(MSG_CHANNEL_DATA, payload)
+        reads.append(b"".join(sender.transport.data))
+    return reads
+
+
+def _packet(sender: transport.SSHCiphers, sequence: int, payload: bytes):
+    """(encrypted packet with its MAC, plaintext) of C{payload}, padded to 16 bytes as conch pads."""
+    padding = 16 - ((6 + len(payload)) % 16)
+    if padding < 4:
+        padding += 16
+    plain = struct.pack("!LBB", 2 + len(payload) + padding, padding, MSG_CHANNEL_DATA) + payload + b"p" * padding
+    return sender.encrypt(plain) + sender.makeMAC(sequence, plain), plain
+
+
+def _reencrypt_first_block(plain: bytes, packet: bytes, top_byte, length=None) -> bytes:
+    """C{packet} with its length field changed: the keystream is recovered from the known plaintext."""
+    changed = bytearray(plain[:16])
+    if top_byte is not None:
+        changed[0] = top_byte
+    if length is not None:
+        changed[:4] = struct.pack("!L", length)
+    keystream = bytes(a ^ b for a, b in zip(packet[:16], plain[:16]))
+    return bytes(a ^ b for a, b in zip(changed, keystream)) + packet[16:]
+
+
 def _receive(cls, stream, cuts):
     receiver = cls()
     start = 0
@@ -230,6 +261,63 @@ class ReceiveBufferTests(unittest.TestCase):
         receiver.dataReceived(stream[30:])
         self.assertEqual(receiver.messages, [(20, b"first"), (21, b"second")])
         self.assertEqual(receiver.otherVersionString, b"SSH-2.0-device")
+
+    def test_one_whole_packet_per_read_like_conch_without_the_buffer(self):
+        """The usual read of a call home (one small packet) is taken without buffering or copying the read."""
+        payloads = [b"first", b"", os.urandom(100), os.urandom(33000), b"<rpc-reply/>" * 3]
+        reads = _packet_reads(payloads)
+        receivers = [ConchReceiver(), BufferedReceiver()]
+        appended = []
+        ours = receivers[1]
+        ours._append = lambda data: appended.append(data)
+        for read in reads:
+            for receiver in receivers:
+                receiver.dataReceived(read)
+        conch, ours = receivers
+        self.assertEqual(ours.messages, conch.messages)
+        self.assertEqual(ours.messages, [(MSG_CHANNEL_DATA, payload) for payload in payloads])
+        self.assertEqual(ours.incomingPacketSequence, len(payloads))
+        self.assertEqual(appended, [])
+        self.assertIsNone(ours._first_block)
+
+    def test_one_bad_packet_per_read_refused_like_conch(self):
+        """Each check of a whole-packet read (MAC, length limit, block multiple, padding) as conch makes it."""
+
+        def bad_mac(packet, _plain):
+            return packet[:-1] + bytes([packet[-1] ^ 1])
+
+        def too_long(packet, plain):
+            return _reencrypt_first_block(plain, packet, 0x7F)
+
+        def not_a_block_multiple(packet, plain):
+            return _reencrypt_first_block(plain, packet, None, length=plain_length(plain) - 1)
+
+        def plain_length(plain):
+            return struct.unpack("!L", plain[:4])[0]
+
+        for tamper in (bad_mac, too_long, not_a_block_multiple):
+            results = []
+            for cls in (ConchReceiver, BufferedReceiver):
+                sender = _ciphers(False)
+                receiver = cls()
+                good = _packet(sender, 0, b"good")
+                receiver.dataReceived(good[0])
+                packet, plain = _packet(sender, 1, b"tampered")
+                receiver.dataReceived(tamper(packet, plain))
+                results.append((receiver.messages, receiver.disconnects, receiver.incomingPacketSequence))
+            self.assertEqual(results[1], results[0], tamper.__name__)
+            self.assertEqual(len(results[1][1]), 1, tamper.__name__)
+
+    def test_a_read_of_one_packet_and_a_part_leaves_the_part_buffered(self):
+        payloads = [b"one", os.urandom(50), os.urandom(5000)]
+        reads = _packet_reads(payloads)
+        receiver = BufferedReceiver()
+        receiver.dataReceived(reads[0])
+        receiver.dataReceived(reads[1] + reads[2][:100])
+        self.assertEqual(len(receiver.messages), 2)
+        receiver.dataReceived(reads[2][100:])
+        self.assertEqual(receiver.messages, [(MSG_CHANNEL_DATA, payload) for payload in payloads])
+        self.assertEqual(receiver._receive_buffer, b"")
 
     def test_the_call_home_transport_uses_it(self):
         self.assertTrue(issubclass(CallHomeClientTransport, ReceiveBufferMixin))
