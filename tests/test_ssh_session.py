@@ -5,6 +5,8 @@ ways, a device calling home again, Juniper preambles, setup failures.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
@@ -14,6 +16,7 @@ from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.testing.datastore import Datastore
 from callhome_mux.testing.ssh_device import JuniperPreamble, SSHCallHomeDevice, generate_ed25519_key
 from callhome_mux.ssh.mac import PrecomputedMACCiphers
+from callhome_mux.ssh.userauth import DeviceUserAuth
 from tests.test_ssh_harness import Manager
 
 RUNNING = '<system xmlns="urn:example:system"><hostname>r1</hostname></system>'
@@ -105,6 +108,27 @@ class NetconfOverSSHTests(unittest.TestCase):
         # Sessions of one fleet share their algorithm details.
         self.assertEqual(call.details["algorithms"]["cipher_in"], call.transport.negotiated()["cipher_in"])
         self.assertIs(call.transport.negotiated(), call.transport.negotiated())
+
+    @defer.inlineCallbacks
+    def test_what_is_done_with_is_not_kept_once_up(self):
+        """The user authentication, the host-key candidate and the early-bytes list go once the session is up."""
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
+        manager, session = yield self.up(device)
+        (call,) = manager.handler.calls.values()
+        transport = call.transport
+        self.assertIsNone(transport.instance)
+        self.assertNotIsInstance(transport.service, DeviceUserAuth)
+        self.assertEqual([o for o in gc.get_referrers(transport) if isinstance(o, DeviceUserAuth)], [])
+        self.assertIsNone(call._candidate)
+        (channel,) = transport.service.channels.values()
+        self.assertIsNone(channel._early)
+        # The ciphers were built as PrecomputedMACCiphers, not converted:
+        # assigning __class__ gives a CPython object a dict of its own.
+        ciphers = transport.currentEncryptions
+        self.assertIsInstance(ciphers, PrecomputedMACCiphers)
+        self.assertNotIn(dict, [type(referent) for referent in gc.get_referents(ciphers)])
+        data = yield session.get_config("running")
+        self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
 
     @defer.inlineCallbacks
     def test_calling_home_again_replaces_the_session(self):

@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import os
 
+from twisted.conch.ssh import transport
+from twisted.conch.ssh.common import NS
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -270,3 +272,38 @@ class PresentedHostKeyTests(unittest.TestCase):
             self.assertTrue(key.fingerprint.startswith("SHA256:"))
             self.assertIsInstance(key.algorithm, str)
             self.assertTrue(key.algorithm)
+
+
+class ServiceAcceptTests(unittest.TestCase):
+    """conch's SERVICE_ACCEPT, with the requested service let go once accepted."""
+
+    def transport(self):
+        from callhome_mux.ssh.client import CallHomeClientTransport
+
+        t = CallHomeClientTransport(owner=None, offer=offer_for(SSHSettings()))
+        t.disconnects = []
+        t.sendDisconnect = lambda code, reason: t.disconnects.append((code, reason))
+        t.started = []
+        t.setService = t.started.append
+        return t
+
+    def test_accepted_service_started_then_not_kept(self):
+        t = self.transport()
+        service = type("Service", (), {"name": b"ssh-userauth"})()
+        t.instance = service
+        t.ssh_SERVICE_ACCEPT(NS(b"ssh-userauth"))
+        self.assertEqual(t.started, [service])
+        self.assertIsNone(t.instance)
+        self.assertEqual(t.disconnects, [])
+
+    def test_accept_without_a_request_refused(self):
+        for earlier in ((), (b"ssh-userauth",)):
+            t = self.transport()
+            if earlier:  # accepted once already
+                t.instance = type("Service", (), {"name": earlier[0]})()
+                t.ssh_SERVICE_ACCEPT(NS(earlier[0]))
+                t.started.clear()
+            t.ssh_SERVICE_ACCEPT(NS(b"ssh-connection"))
+            self.assertEqual(t.started, [])
+            self.assertEqual(t.disconnects, [(transport.DISCONNECT_PROTOCOL_ERROR,
+                                              b"received accept for service we did not request")])

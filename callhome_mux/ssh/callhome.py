@@ -186,6 +186,7 @@ class SSHCallHome:
             self.details["algorithms"] = t.negotiated()
             return
         device, source, who = self._candidate
+        self._candidate = None
         self.device = device
         key = self.host_key
         self.details.update(device_id=device.id, host_key_fingerprint=key.fingerprint, host_key_algorithm=key.algorithm)
@@ -196,14 +197,14 @@ class SSHCallHome:
         try:
             private_key = load_private_key(credentials)
         except CredentialError as error:
-            self._authFailed(str(error), [], [], credentials)
+            self._authFailed(str(error), [], [], credentials.username)
             return
         self.details["username"] = credentials.username
         auth = DeviceUserAuth(
             credentials,
             private_key,
             CallHomeConnection(self),
-            on_failed=lambda reason, tried, offered: self._authFailed(reason, tried, offered, credentials),
+            on_failed=self._authRefused,
             on_succeeded=self._authSucceeded,
         )
         if self.settings.conch_debug_log:
@@ -218,15 +219,19 @@ class SSHCallHome:
             return own
         return self.settings.default_credentials() or own
 
-    def _authFailed(self, reason: str, tried, offered, credentials: Credentials) -> None:
+    def _authFailed(self, reason: str, tried, offered, username: str) -> None:
         self._emit(
             "ssh.auth.failed",
             reason=reason,
-            username=credentials.username,
+            username=username,
             methods_tried=list(tried),
             methods_offered=list(offered),
         )
         self.close(f"authentication failed: {reason}", transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE)
+
+    def _authRefused(self, reason: str, tried, offered) -> None:
+        # The username tried is the one noted in transportSecured.
+        self._authFailed(reason, tried, offered, self.details["username"])
 
     def _authSucceeded(self, method: str) -> None:
         self.details["auth_method"] = method

@@ -36,6 +36,8 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
 
     #: True while a TCP read is being handled (see L{ChannelTransport.write}).
     reading = False
+    #: The service requested and not yet accepted (conch's attribute).
+    instance = None
     _log = QuietLogger(namespace="twisted.conch.ssh.transport")
 
     def __init__(self, owner, offer, debug_log: bool = False):
@@ -90,8 +92,11 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
     def _keySetup(self, sharedSecret: bytes, exchangeHash: bytes) -> None:
         # conch made the next ciphers in ssh_KEXINIT; before it sets their
         # keys, make them ours (HMAC states prepared once per key).
-        if type(self.nextEncryptions) is transport.SSHCiphers:
-            self.nextEncryptions.__class__ = PrecomputedMACCiphers
+        # Built anew rather than given another class: assigning __class__
+        # makes CPython 3.11 give the object a dict of its own.
+        made = self.nextEncryptions
+        if type(made) is transport.SSHCiphers:
+            self.nextEncryptions = PrecomputedMACCiphers(made.outCipType, made.inCipType, made.outMACType, made.inMACType)
         super()._keySetup(sharedSecret, exchangeHash)
 
     def connectionSecure(self) -> None:
@@ -106,9 +111,23 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
                  "_hybridClassic", "_hybridPQ", "_hybridInit")
 
     def _forgetKeyExchange(self) -> None:
+        # (A transport has more attributes than CPython 3.11 keeps without
+        # a dict of its own, ~32 once up: reading __dict__ costs nothing more.)
         state = self.__dict__
         for name in self._KEX_ONLY:
             state.pop(name, None)
+
+    def ssh_SERVICE_ACCEPT(self, packet: bytes) -> None:
+        if self.instance is None:
+            # Nothing requested, or already accepted: conch would start a
+            # service again (or fail on a missing attribute).
+            self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"received accept for service we did not request")
+            return
+        super().ssh_SERVICE_ACCEPT(packet)
+        # conch keeps the requested service (the user authentication, with
+        # its lists and callbacks, ~8 objects) as self.instance for the
+        # connection's life; only this message reads it.
+        self.instance = None
 
     def negotiated(self) -> Dict[str, Any]:
         """
@@ -199,8 +218,9 @@ class NetconfChannel(WindowedWriteChannel):
         self.subsystem = subsystem
         self.protocol = None
         # A device may start talking (its <hello>) before it answers the
-        # subsystem request: keep those bytes for the protocol.
-        self._early: list = []
+        # subsystem request: those bytes are kept for the protocol (a list
+        # only when there are some).
+        self._early = None
 
     def channelOpen(self, specificData: bytes) -> None:
         d = self.conn.sendRequest(self, b"subsystem", common.NS(self.subsystem), wantReply=True)
@@ -212,13 +232,15 @@ class NetconfChannel(WindowedWriteChannel):
     def attach(self, protocol) -> None:
         """Hand the channel's bytes (those already received first) to C{protocol}."""
         self.protocol = protocol
-        early, self._early = self._early, []
-        for data in early:
+        early, self._early = self._early, None
+        for data in early or ():
             protocol.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
         if self.protocol is not None:
             self.protocol.dataReceived(data)
+        elif self._early is None:
+            self._early = [data]
         else:
             self._early.append(data)
 
