@@ -308,6 +308,17 @@ class ReceiveBufferTests(unittest.TestCase):
             self.assertEqual(results[1], results[0], tamper.__name__)
             self.assertEqual(len(results[1][1]), 1, tamper.__name__)
 
+    def test_packets_either_side_of_the_sliced_size_like_conch(self):
+        """Small packets are decrypted from slices, larger ones from views: the same messages, however cut."""
+        payloads = [os.urandom(size) for size in (2000, 2020, 2030, 2040, 2060, 3000)]
+        stream = _stream(payloads)
+        expected = [(MSG_CHANNEL_DATA, payload) for payload in payloads]
+        for size in (7, 1000, 2047, 2048, 2049, 2100, 4096):
+            cuts = range(size, len(stream), size)
+            ours, conch = _receive(BufferedReceiver, stream, cuts), _receive(ConchReceiver, stream, cuts)
+            self.assertEqual(ours.messages, expected, f"reads of {size}")
+            self.assertEqual(conch.messages, expected, f"reads of {size}")
+
     def test_a_read_of_one_packet_and_a_part_leaves_the_part_buffered(self):
         payloads = [b"one", os.urandom(50), os.urandom(5000)]
         reads = _packet_reads(payloads)
