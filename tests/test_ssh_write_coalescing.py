@@ -50,7 +50,7 @@ class FakeChannel:
 class CoalescingTests(unittest.TestCase):
     def setUp(self):
         offer = SimpleNamespace(key_exchanges=[], host_key_algorithms=[], ciphers=[], macs=[])
-        owner = SimpleNamespace(trafficSeen=lambda: None)
+        owner = SimpleNamespace()
         self.ssh = CallHomeClientTransport(owner, offer)
         self.ssh.gotVersion = True
         self.ssh.buf = b""

@@ -128,10 +128,6 @@ class SSHCallHome:
     def started(self) -> None:
         self._setup_timer = shared_timers(self.clock).callLater(self.settings.auth_timeout, self._setupTimedOut)
 
-    def trafficSeen(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.trafficSeen()
-
     def verifyHostKey(self, blob: bytes) -> defer.Deferred:
         if self.device is not None:
             return defer.maybeDeferred(self._rekeyHostKey, blob)
@@ -268,6 +264,7 @@ class SSHCallHome:
             on_lost=self._keepaliveLost,
         )
         self._keepalive.start()
+        self.transport.keepalive = self._keepalive
         conn.openChannel(
             NetconfChannel(
                 self,

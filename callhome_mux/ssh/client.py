@@ -38,6 +38,9 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
     reading = False
     #: The service requested and not yet accepted (conch's attribute).
     instance = None
+    #: Told of every read once the connection service runs (set by the
+    #: owner): directly, not through the owner, as this is per read.
+    keepalive = None
     _log = QuietLogger(namespace="twisted.conch.ssh.transport")
 
     def __init__(self, owner, offer, debug_log: bool = False):
@@ -62,7 +65,9 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
         self.owner.started()
 
     def dataReceived(self, data: bytes) -> None:
-        self.owner.trafficSeen()
+        keepalive = self.keepalive
+        if keepalive is not None:
+            keepalive.trafficSeen()
         if self.reading:  # re-entered: the outer call flushes
             super().dataReceived(data)
             return
