@@ -780,8 +780,14 @@ class Inventory:
         del fields["device_id"]
         fields.pop("event", None)
         fields.pop("time", None)
+        # Copied again only when a value is not plain already (most events'
+        # are all text and numbers); the check inline, not in a call.
+        for value in fields.values():
+            if type(value) not in _SCALAR_TYPES:
+                fields = _plain(fields)
+                break
         now = self.clock.seconds()
-        self.store.buffer_history(device_id, now, name, _plain_fields(fields))
+        self.store.buffer_history(device_id, now, name, fields)
         if mapped is None or not proven:
             return
         current = self._states.get(device_id)
@@ -869,14 +875,9 @@ def _is_power_of_two(n: int) -> bool:
 
 
 _SCALARS = (str, int, float, bool, type(None))
-
-
-def _plain_fields(fields: Dict[str, Any]) -> Dict[str, Any]:
-    """L{_plain} for an event's fields, without a copy when they are all plain already (most are)."""
-    for value in fields.values():
-        if type(value) not in _SCALARS:
-            return _plain(fields)
-    return fields
+#: The same as a set: a hash look-up, where the tuple compares an int with
+#: str before it finds int.
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 # Devices of one model report the same capability list: their states share
@@ -911,9 +912,9 @@ def _shared_list(value: tuple) -> list:
 
 def _plain(value: Any) -> Any:
     """JSON-able copy: tuples to lists, bytes and other objects to text."""
-    if type(value) in _SCALARS:
+    if type(value) in _SCALAR_TYPES:
         return value
-    scalars = _SCALARS
+    scalars = _SCALAR_TYPES
     if type(value) is dict:
         # A copy in C, then only the values that are not plain already
         # converted in place (session details: two of fourteen); a third

@@ -85,6 +85,8 @@ class InventoryStore:
         self._buffer_timer = None
         # Count retention: rows added per device since its last trim.
         self._added_since_trim: Dict[str, int] = {}
+        # Trim a device's rows once it added a tenth of the limit (see buffer_history).
+        self._trim_every = max(1, history_max_events // 10)
         self._to_trim: set = set()
         # Used in the database thread only (batches never overlap).
         self._capability_sets = CapabilitySets()
@@ -226,7 +228,7 @@ class InventoryStore:
         if self._closed:
             return
         self._buffered_states[state.device_id] = state
-        if not self._buffer_due and self._buffer_timer is None:
+        if self._buffer_timer is None and not self._buffer_due:
             self._buffer_soon()
 
     def delete_state(self, device_id: str) -> defer.Deferred:
@@ -254,11 +256,11 @@ class InventoryStore:
             return
         self._buffered_history.append((device_id, time, event, fields))
         added = self._added_since_trim.get(device_id, 0) + 1
-        if added >= max(1, self.history_max_events // 10):
+        if added >= self._trim_every:
             self._to_trim.add(device_id)
             added = 0
         self._added_since_trim[device_id] = added
-        if not self._buffer_due and self._buffer_timer is None:
+        if self._buffer_timer is None and not self._buffer_due:
             self._buffer_soon()
 
     def prune_history(self, older_than: float) -> defer.Deferred:
