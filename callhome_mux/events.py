@@ -17,12 +17,16 @@ like secrets so a slip is caught by the tests rather than by a log reader.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger, LogLevel
 
 Event = Dict[str, Any]
 EventObserver = Callable[[Event], None]
+#: Whether an observer wants the events of a name (see EventBus.addObserver).
+NameFilter = Callable[[str], bool]
+#: Event names whose observers EventBus keeps (more are routed per event).
+_MAX_ROUTES = 4096
 
 # Field names that must never reach a log or an observer.
 _SECRET_FIELDS = frozenset({"password", "passphrase", "secret", "private_key", "token", "shared_secret"})
@@ -43,23 +47,39 @@ class EventBus:
     """
 
     def __init__(self, clock=None, log: Logger | None = None):
-        # A tuple, replaced on change: emit iterates it without a copy, and
-        # an observer added or removed during an emit takes effect from the
-        # next event, as before.
-        self._observers: Tuple[EventObserver, ...] = ()
+        # (observer, wants) pairs in a tuple, replaced on change: emit
+        # iterates without a copy, and an observer added or removed during
+        # an emit takes effect from the next event, as before.
+        self._entries: Tuple[Tuple[EventObserver, Optional[NameFilter]], ...] = ()
+        # Event name -> the observers that see it, found once per name.
+        self._routes: Dict[str, Tuple[EventObserver, ...]] = {}
         self._clock = clock
         self._log = log if log is not None else _log
 
-    def addObserver(self, observer: EventObserver) -> None:
-        self._observers += (observer,)
+    def addObserver(self, observer: EventObserver, wants: Optional[NameFilter] = None) -> None:
+        """
+        Send every event to C{observer}; with C{wants}, only the events
+        whose name it accepts.  C{wants} is asked once per event name (the
+        answer is kept), so it must depend on the name alone: an observer
+        that ignores most events then costs nothing for them.
+        """
+        self._entries += ((observer, wants),)
+        self._routes = {}
 
     def removeObserver(self, observer: EventObserver) -> None:
-        observers = self._observers
-        try:
-            index = observers.index(observer)
-        except ValueError:
-            return
-        self._observers = observers[:index] + observers[index + 1 :]
+        entries = self._entries
+        for index, (each, _) in enumerate(entries):
+            if each == observer:
+                self._entries = entries[:index] + entries[index + 1 :]
+                self._routes = {}
+                return
+
+    def _route(self, event: str) -> Tuple[EventObserver, ...]:
+        observers = tuple(observer for observer, wants in self._entries if wants is None or wants(event))
+        # Names come from code, so they are few; still, never grow without bound.
+        if len(self._routes) < _MAX_ROUTES:
+            self._routes[event] = observers
+        return observers
 
     def emit(self, event: str, **fields: Any) -> Event:
         """
@@ -97,9 +117,12 @@ class EventBus:
                     "log_time": time.time(),
                 }
             )
-        observers = self._observers
-        if not observers:
+        if not self._entries:
             return record
+        try:
+            observers = self._routes[event]
+        except KeyError:
+            observers = self._route(event)
         for observer in observers:
             try:
                 observer(record)

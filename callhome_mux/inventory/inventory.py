@@ -712,7 +712,8 @@ class Inventory:
     # -- following the event bus -------------------------------------------
 
     def observe(self, events: EventBus) -> None:
-        events.addObserver(self._on_event)
+        # Most events mean nothing to the inventory: the bus skips their names.
+        events.addObserver(self._on_event, wants=_wanted)
         self._observed.append(events)
 
     def watch_sessions(self, registry) -> None:
@@ -842,6 +843,11 @@ def _event_plan(name: str, reason: Any):
     if name not in states.REFINED_EVENTS and len(_PLANS) < 4096:
         _PLANS[name] = plan
     return plan
+
+
+def _wanted(name: str) -> bool:
+    """Whether events called C{name} can change a state or reach a history (asked once per name)."""
+    return name in states.REFINED_EVENTS or _event_plan(name, None) is not None
 
 
 def _device_fields(device: Device, source: str) -> Dict[str, Any]:
