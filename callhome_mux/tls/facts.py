@@ -105,24 +105,6 @@ _SERIAL_NUMBER = NameOID.SERIAL_NUMBER.dotted_string
 _TEXT_TAGS = frozenset((0x0C, 0x13, 0x16))
 
 
-def _tlv(der: bytes, position: int, end: int):
-    """The tag, the content's start and the content's end of the DER element at C{position} (short or long form length)."""
-    if position + 2 > end:
-        raise ValueError("truncated")
-    tag = der[position]
-    length = der[position + 1]
-    position += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or position + count > end:
-            raise ValueError("bad length")
-        length = int.from_bytes(der[position : position + count], "big")
-        position += count
-    if position + length > end:
-        raise ValueError("truncated")
-    return tag, position, position + length
-
-
 def _oid_text(content: bytes) -> str:
     """The dotted form of an OBJECT IDENTIFIER's DER content."""
     parts = []
@@ -165,6 +147,47 @@ def _oid(content: bytes) -> tuple:
     return known
 
 
+def _subject_bounds(der: bytes):
+    """
+    Where the subject's content starts and ends in C{der}, or C{None}: into
+    the Certificate and the TBSCertificate, past the [0] version if there
+    is one, the serial, the signature algorithm, the issuer and the
+    validity.  Each element's length in short or long form (up to four
+    bytes), nothing read past the end of its parent; one loop (a call per
+    element was half of a new certificate's subject read).
+    """
+    position, end = 0, len(der)
+    entered = skipped = 0
+    version_possible = True
+    while True:
+        if position + 2 > end:
+            return None
+        tag = der[position]
+        length = der[position + 1]
+        start = position + 2
+        if length & 0x80:
+            count = length & 0x7F
+            if count == 0 or count > 4 or start + count > end:
+                return None
+            length = int.from_bytes(der[start : start + count], "big")
+            start += count
+        stop = start + length
+        if stop > end:
+            return None
+        if entered < 2:  # Certificate, TBSCertificate: into them
+            entered += 1
+            position, end = start, stop
+        elif version_possible and tag == 0xA0:
+            version_possible = False
+            position = stop
+        elif skipped == 4:
+            return (start, stop) if tag == 0x30 else None
+        else:
+            version_possible = False
+            skipped += 1
+            position = stop
+
+
 def _read_subject(der: bytes):
     """
     C{(rfc4514 string, first commonName, first serialNumber)} of the
@@ -177,16 +200,10 @@ def _read_subject(der: bytes):
     DER is refused there as before.
     """
     try:
-        _, position, end = _tlv(der, 0, len(der))  # Certificate
-        _, position, end = _tlv(der, position, end)  # TBSCertificate
-        tag, start, stop = _tlv(der, position, end)
-        if tag == 0xA0:  # [0] version
-            tag, start, stop = _tlv(der, stop, end)
-        # serial, signature algorithm, issuer, validity: skipped
-        for _ in range(4):
-            tag, start, stop = _tlv(der, stop, end)
-        if tag != 0x30:
+        bounds = _subject_bounds(der)
+        if bounds is None:
             return None
+        start, stop = bounds
         rdns = []
         common_name = serial_number = None
         position = start
