@@ -122,6 +122,7 @@ class NetconfOverSSHTests(unittest.TestCase):
         self.assertIsNone(call._candidate)
         (channel,) = transport.service.channels.values()
         self.assertIsNone(channel._early)
+        self.assertIsNone(channel.protocol._ready_waiters)
         # The ciphers were built as PrecomputedMACCiphers, not converted:
         # assigning __class__ gives a CPython object a dict of its own.
         ciphers = transport.currentEncryptions

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import itertools
 import re
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
@@ -225,9 +224,11 @@ class NetconfClientProtocol(Protocol):
         self._stream = None
         self._stream_finishing = False
         self._processing = False
-        self._ids = itertools.count(1)
+        # The last message-id used (an int, not an itertools.count object).
+        self._last_id = 0
         self._pending: Dict[str, tuple] = {}
-        self._ready_waiters: List[defer.Deferred] = []
+        # Those waiting for the hellos (a list only while there are some).
+        self._ready_waiters: Optional[List[defer.Deferred]] = None
         self._lost_waiters: List[defer.Deferred] = []
 
     # -- what the transport layer and applications use --------------------
@@ -241,6 +242,8 @@ class NetconfClientProtocol(Protocol):
         if self._state in ("failing", "lost"):
             return defer.fail(SessionLostError(f"the NETCONF session ended: {self._end_reason or self._lost_reason}"))
         waiter: defer.Deferred = defer.Deferred()
+        if self._ready_waiters is None:
+            self._ready_waiters = []
         self._ready_waiters.append(waiter)
         return waiter
 
@@ -397,7 +400,7 @@ class NetconfClientProtocol(Protocol):
         body = request
         if type(body) is not bytes or body[:1] != b"<" or body.startswith(b"<?xml"):
             request, body = _rpc_body(request)
-        number = next(self._ids)
+        number = self._last_id = self._last_id + 1
         message_id = str(number)
         # The delimiter cannot straddle body and wrapper (those end in '>' and start with '<').
         if not self._chunked and _EOM in body:
@@ -589,8 +592,8 @@ class NetconfClientProtocol(Protocol):
         self.session = NetconfSession(self, session_id, capabilities, uris, base)
         self.details.update(session_id=session_id, netconf_base=base, capability_count=len(capabilities))
         self._emit("netconf.hello.done", session_id=session_id, base=base, capability_count=len(capabilities))
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for waiter in waiters:
+        waiters, self._ready_waiters = self._ready_waiters, None
+        for waiter in waiters or ():
             waiter.callback(self.session)
 
     def _reply_received(self, reply, may_have_errors: bool = True) -> None:
@@ -719,8 +722,8 @@ class NetconfClientProtocol(Protocol):
         """Fail the hello waiters and every outstanding RPC at once."""
         if self._ready_failure is None and self.session is None:
             self._ready_failure = ready_error(reason)
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for waiter in waiters:
+        waiters, self._ready_waiters = self._ready_waiters, None
+        for waiter in waiters or ():
             waiter.errback(ready_error(reason))
         pending, self._pending = self._pending, {}
         self._cancel_sweep()
