@@ -59,6 +59,11 @@ from callhome_mux.testing.fleet import default_capabilities  # noqa: E402
 LISTENER = "tcp:0:interface=127.0.0.1:backlog=4096"
 #: One capability tuple shared by every session, as the hello templates share it.
 CAPABILITIES = tuple(sorted(default_capabilities(64)))
+#: One dict of negotiated algorithms shared by every session, as the SSH
+#: layer shares one per combination (callhome_mux/ssh/client.py negotiated()).
+ALGORITHMS = {"kex": "curve25519-sha256", "host_key": "ssh-ed25519", "cipher_out": "aes256-ctr",
+              "cipher_in": "aes256-ctr", "mac_out": "hmac-sha2-512", "mac_in": "hmac-sha2-512",
+              "server_version": "SSH-2.0-Twisted_26.10.0"}
 
 
 class Session:
@@ -112,9 +117,7 @@ def session_script(index: int):
     details = {
         "transport": "netconf-ssh", "peer": peer, "connection_id": cid, "listener": LISTENER, "device_id": did,
         "host_key_fingerprint": fp, "host_key_algorithm": "ssh-ed25519",
-        "algorithms": {"kex": "curve25519-sha256", "host_key": "ssh-ed25519", "cipher_out": "aes256-ctr",
-                       "cipher_in": "aes256-ctr", "mac_out": "hmac-sha2-512", "mac_in": "hmac-sha2-512",
-                       "server_version": "SSH-2.0-Twisted_26.10.0"},
+        "algorithms": ALGORITHMS,
         "username": "netconf", "auth_method": "password", "session_id": 1, "netconf_base": "1.1",
         "capability_count": len(CAPABILITIES), "capabilities": CAPABILITIES,
     }
