@@ -307,3 +307,22 @@ class ServiceAcceptTests(unittest.TestCase):
             self.assertEqual(t.started, [])
             self.assertEqual(t.disconnects, [(transport.DISCONNECT_PROTOCOL_ERROR,
                                               b"received accept for service we did not request")])
+
+    def test_accept_naming_another_service_refused_without_starting_it(self):
+        """RFC 4253 §11.1: nothing is sent after our DISCONNECT (conch started the service, which sent USERAUTH_REQUEST)."""
+        for payload in (NS(b"ssh-connection"), NS(b"ssh-userauth")[:-1] + b"X", b"\x00\x00", b"\x00\x00\x00\x20ssh"):
+            t = self.transport()
+            t.instance = type("Service", (), {"name": b"ssh-userauth"})()
+            t.ssh_SERVICE_ACCEPT(payload)
+            self.assertEqual(t.started, [], payload)
+            self.assertEqual(t.disconnects, [(transport.DISCONNECT_PROTOCOL_ERROR,
+                                              b"received accept for service we did not request")], payload)
+            self.assertIsNone(t.instance)
+
+    def test_accept_without_payload_starts_the_requested_service_as_in_conch(self):
+        t = self.transport()
+        service = type("Service", (), {"name": b"ssh-userauth"})()
+        t.instance = service
+        t.ssh_SERVICE_ACCEPT(b"")
+        self.assertEqual(t.started, [service])
+        self.assertEqual(t.disconnects, [])

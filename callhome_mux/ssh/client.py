@@ -9,6 +9,7 @@ per-connection L{callhome_mux.ssh.callhome.SSHCallHome}, the "owner".
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Dict
 
 from twisted.conch.ssh import channel, common, connection, transport
@@ -25,6 +26,14 @@ from callhome_mux.ssh.windowed import WindowedWriteChannel
 
 
 _NO_COMPRESSION = [b"none"]
+
+
+def _service_name(packet: bytes):
+    """The service a SERVICE_ACCEPT names, or C{None} when its payload holds no whole string."""
+    if len(packet) < 4:
+        return None
+    (length,) = struct.unpack_from(">L", packet)
+    return packet[4 : 4 + length] if len(packet) >= 4 + length else None
 
 
 def _wants_conch_log(owner) -> bool:
@@ -123,9 +132,14 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
             state.pop(name, None)
 
     def ssh_SERVICE_ACCEPT(self, packet: bytes) -> None:
-        if self.instance is None:
-            # Nothing requested, or already accepted: conch would start a
-            # service again (or fail on a missing attribute).
+        requested = self.instance
+        if requested is None or (packet and _service_name(packet) != requested.name):
+            # Nothing requested, already accepted, or another service named:
+            # conch would start a service again (or fail on a missing
+            # attribute), and for another name it disconnected and then
+            # started ours anyway, which sent a USERAUTH_REQUEST after our
+            # DISCONNECT (RFC 4253 §11.1: nothing may follow it).
+            self.instance = None
             self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"received accept for service we did not request")
             return
         super().ssh_SERVICE_ACCEPT(packet)
