@@ -41,3 +41,14 @@ class PrecomputedMACTests(unittest.TestCase):
         self.assertEqual(ours.makeMAC(3, b"data"), b"")
         self.assertTrue(ours.verify(3, b"data", b""))
         self.assertFalse(ours.verify(3, b"data", b"x"))
+
+    def test_sequence_numbers_wrap_at_two_to_the_32(self):
+        """RFC 4253 §6.4: the sequence number wraps to zero after 2^32 packets (conch's counters do not: struct.error)."""
+        for name in (b"hmac-sha2-512", b"hmac-sha2-256", b"hmac-sha1"):
+            theirs, ours = pair(name)
+            data = os.urandom(100)
+            for seqid in (0, 5, 2**32 - 1):
+                wrapped = seqid + 2**32
+                self.assertEqual(ours.makeMAC(wrapped, data), theirs.makeMAC(seqid, data), name)
+                self.assertTrue(ours.verify(wrapped, data, theirs.makeMAC(seqid, data)), name)
+                self.assertFalse(ours.verify(wrapped + 1, data, theirs.makeMAC(seqid, data)), name)

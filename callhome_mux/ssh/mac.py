@@ -60,7 +60,9 @@ class PrecomputedMACCiphers(transport.SSHCiphers):
 def _hmac(prepared, seqid: int, data) -> bytes:
     inner, outer = prepared
     inner = inner.copy()
-    inner.update(_SEQUENCE.pack(seqid))
+    # RFC 4253 §6.4: the sequence number wraps to zero after 2^32 packets;
+    # conch's counters only grow (its own MAC would fail in struct.pack).
+    inner.update(_SEQUENCE.pack(seqid & 0xFFFFFFFF))
     inner.update(data)
     outer = outer.copy()
     outer.update(inner.digest())
