@@ -75,11 +75,21 @@ class EventBus:
                 return
 
     def _route(self, event: str) -> Tuple[EventObserver, ...]:
-        observers = tuple(observer for observer, wants in self._entries if wants is None or wants(event))
+        observers = tuple(observer for observer, wants in self._entries if wants is None or self._wants(wants, event))
         # Names come from code, so they are few; still, never grow without bound.
         if len(self._routes) < _MAX_ROUTES:
             self._routes[event] = observers
         return observers
+
+    def _wants(self, wants: NameFilter, event: str) -> bool:
+        # A filter that raises is logged and its observer gets the events of
+        # that name: as for an observer, the emitter must not see the error,
+        # and a broken filter must not silence an observer.
+        try:
+            return bool(wants(event))
+        except Exception:
+            self._log.failure("event filter {wants!r} failed on {event}", wants=wants, event=event)
+            return True
 
     def emit(self, event: str, **fields: Any) -> Event:
         """

@@ -83,3 +83,22 @@ class InventoryNameFilterTests(InventoryTestMixin, unittest.TestCase):
         history = yield inventory.history("r1")
         self.assertEqual([h["event"] for h in history], ["session.up"])
         self.assertEqual(inventory.state("r1").state, "connected")
+
+
+class BrokenFilterTests(unittest.TestCase):
+    def test_a_filter_that_raises_is_logged_and_its_observer_still_served(self):
+        bus = EventBus(clock=task.Clock())
+        seen, others = [], []
+
+        def wants(name):
+            raise RuntimeError("broken filter")
+
+        bus.addObserver(lambda event: seen.append(event["event"]), wants=wants)
+        bus.addObserver(lambda event: others.append(event["event"]))
+        record = bus.emit("ssh.a")  # does not raise into the emitter
+        bus.emit("ssh.a")
+        self.assertEqual(record["event"], "ssh.a")
+        self.assertEqual(seen, ["ssh.a", "ssh.a"])
+        self.assertEqual(others, ["ssh.a", "ssh.a"])
+        # Logged once: the route of a name is found once.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
