@@ -350,3 +350,36 @@ def time_calls(targets):
 def callgrind_switch(command: str) -> None:
     """Switch callgrind's instrumentation of this process (C{--instr=on|off}; run under valgrind --instr-atstart=no)."""
     subprocess.run(["callgrind_control", command, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)
+
+
+def pipeline_rpcs(session, count: int, depth: int, rpc: bytes = b"<commit/>"):
+    """
+    Send C{count} RPCs on a NETCONF C{session}, C{depth} of them outstanding
+    (each reply sends the next): C{(state, finished)}, where C{state} counts
+    C{sent}, C{done} and C{failed} and C{finished} fires once all are answered.
+    """
+    from twisted.internet import defer
+
+    finished = defer.Deferred()
+    state = {"sent": 0, "done": 0, "failed": 0}
+
+    def send():
+        state["sent"] += 1
+        session.rpc(rpc).addCallbacks(replied, failed)
+
+    def answered(outcome):
+        state[outcome] += 1
+        if state["sent"] < count:
+            send()
+        elif state["done"] + state["failed"] == count:
+            finished.callback(state)
+
+    def replied(_):
+        answered("done")
+
+    def failed(_):
+        answered("failed")
+
+    for _ in range(min(depth, count)):
+        send()
+    return state, finished

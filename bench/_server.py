@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._common import CPU_OF, emit, process_stats, run_reactor, serve_control, time_calls  # noqa: E402,F401
+from bench._common import CPU_OF, emit, pipeline_rpcs, process_stats, run_reactor, serve_control, time_calls  # noqa: E402,F401
 
 
 def build_service(args):
@@ -209,35 +209,12 @@ class Commands:
         return run()
 
     def rpc_pipe(self, count, depth):
-        from twisted.internet import defer
-
         session = self._sessions()[0]
         count, depth = int(count), int(depth)
         counts = _count_syscalls(session)
-        finished = defer.Deferred()
-        state = {"sent": 0, "done": 0, "failed": 0}
         before = process_stats()["cpu"]
         started = time.perf_counter()
-
-        def send():
-            state["sent"] += 1
-            session.rpc(b"<commit/>").addCallbacks(replied, failed)
-
-        def answered(outcome):
-            state[outcome] += 1
-            if state["sent"] < count:
-                send()
-            elif state["done"] + state["failed"] == count:
-                finished.callback(None)
-
-        def replied(_):
-            answered("done")
-
-        def failed(f):
-            answered("failed")
-
-        for _ in range(min(depth, count)):
-            send()
+        state, finished = pipeline_rpcs(session, count, depth)
         return finished.addCallback(
             lambda _: {"rpcs": count, "failed": state["failed"], "seconds": time.perf_counter() - started,
                        "cpu": process_stats()["cpu"] - before, **counts.stop()}

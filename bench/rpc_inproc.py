@@ -163,26 +163,10 @@ def pipelined(batches, depth, feed=True):
     reads = [device_read(replies(1 + k * depth, depth)) for k in range(batches)]
     if not feed:  # only what is not timed (for instruction counts by difference)
         return 0.0, 0.0
-    state = {"sent": 0, "done": 0, "failed": 0}
+    from _common import pipeline_rpcs  # bench/, the script's own folder
+
     count = batches * depth
-
-    def send():
-        state["sent"] += 1
-        session.rpc(b"<commit/>").addCallbacks(replied, failed)
-
-    def answered(outcome):
-        state[outcome] += 1
-        if state["sent"] < count:
-            send()
-
-    def replied(_):
-        answered("done")
-
-    def failed(f):
-        answered("failed")
-
-    for _ in range(depth):
-        send()
+    state, _ = pipeline_rpcs(session, count, depth)
     writes_before = sink.writes
     started = time.thread_time()
     for data in reads:
