@@ -41,6 +41,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -246,7 +247,7 @@ def main(argv=None):
 
                 def connected(session, all_up=all_up, target=before_sessions + args.devices):
                     if len(registry) >= target and not all_up.called:
-                        all_up.callback(time.thread_time())
+                        all_up.callback((time.thread_time(), resource.getrusage(resource.RUSAGE_THREAD)))
 
                 registry.addConnectedObserver(connected)
                 for counter in CPU_OF.values():
@@ -257,8 +258,9 @@ def main(argv=None):
                 if profiler is not None:
                     profiler.enable()
                 started = time.thread_time()
+                usage_before = resource.getrusage(resource.RUSAGE_THREAD)
                 process.writeToChild(0, b"go\n")
-                finished = yield all_up
+                finished, usage_after = yield all_up
                 if profiler is not None:
                     profiler.disable()
                 if args.callgrind:
@@ -271,6 +273,9 @@ def main(argv=None):
                     best_of.setdefault(name, []).append(spent / args.devices * 1e6)
                 extra = "  ".join(f"{name} {spent / args.devices * 1e6:.1f}us ({calls} calls)"
                                   for name, (calls, spent) in CPU_OF.items())
+                extra += (f" user {(usage_after.ru_utime - usage_before.ru_utime) / args.devices * 1e6:.0f}us"
+                          f" sys {(usage_after.ru_stime - usage_before.ru_stime) / args.devices * 1e6:.0f}us"
+                          f" minflt {(usage_after.ru_minflt - usage_before.ru_minflt) / args.devices:.1f}")
                 print(f"run {run + 1}: {cpu_us:.1f} us/session (devices done {report.get('done')}, "
                       f"failed {report.get('failed')})  {extra}", flush=True)
                 lost = [session.whenLost() for session in registry.sessions()]
