@@ -27,6 +27,7 @@ class ManagedSession:
     Subclasses or duck-typed equivalents provide: C{device_id}, C{details}
     (a JSON-able dict: transport, peer, algorithms, capabilities ...),
     C{close()} and C{whenLost()} (a Deferred that fires when the session ends).
+    They may also provide C{watchLost()}, which the registry prefers.
     """
 
     device_id: str
@@ -37,6 +38,17 @@ class ManagedSession:
 
     def whenLost(self) -> defer.Deferred:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def watchLost(self, watcher: "SessionRegistry") -> bool:
+        """
+        Optional: call C{watcher.sessionLost(self, reason)} once, when the
+        session ends (at once if it has ended), as C{whenLost()} would fire
+        with C{reason}; return whether it will.  The registry watches every
+        session for its whole life: a Deferred, its callbacks and their
+        tuples were ~7 objects kept per session.  False (the default): the
+        registry uses C{whenLost()}.
+        """
+        return False
 
 
 SessionObserver = Callable[[Any], None]
@@ -102,7 +114,9 @@ class SessionRegistry:
                 new_peer=details.get("peer"),
             )
             previous.close("replaced by a newer session from the same device")
-        session.whenLost().addBoth(self._lost, session)
+        watch = getattr(session, "watchLost", None)
+        if watch is None or not watch(self):
+            session.whenLost().addBoth(self._lost, session)
         self._events.emit(
             "session.up",
             device_id=device_id,
@@ -115,7 +129,11 @@ class SessionRegistry:
             for waiter in self._waiters.pop(device_id, ()):
                 waiter.callback(session)
 
-    def _lost(self, reason, session) -> Any:
+    def _lost(self, reason, session) -> None:
+        self.sessionLost(session, reason)
+
+    def sessionLost(self, session: Any, reason: Any) -> None:
+        """C{session} has ended, for C{reason} (text, or a Failure); see L{ManagedSession.watchLost}."""
         device_id = session.device_id
         if self._sessions.get(device_id) is session:
             del self._sessions[device_id]
@@ -130,7 +148,6 @@ class SessionRegistry:
         )
         for observer in self._lost_observers:
             self._call(observer, session)
-        return None
 
     def _forget_waiter(self, device_id: str, waiter: defer.Deferred) -> None:
         waiters = self._waiters.get(device_id, [])

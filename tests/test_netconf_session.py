@@ -583,6 +583,60 @@ class CloseTests(InMemoryMixin, TestCase):
         [event] = self.recorder.named("session.lost")
         self.assertEqual(event["transport"], "test")
 
+    def test_registry_watches_the_session_without_a_deferred(self):
+        # The registry is told of the end directly (watchLost): nothing is
+        # kept per session for it but one reference.
+        session = self.connect()
+        registry = SessionRegistry(self.recorder.bus)
+        registry.register(session)
+        self.assertIsNone(self.client._lost_waiters)
+        self.assertIs(self.client._lost_watcher, registry)
+        # whenLost() still works for everyone else, and fires after the registry is told.
+        order = []
+        registry.addLostObserver(lambda s: order.append("registry"))
+        session.whenLost().addCallback(order.append)
+        self.device.transport.loseConnection()
+        self.pump.flush()
+        [event] = self.recorder.named("session.lost")
+        self.assertEqual(order, ["registry", event["reason"]])
+        self.assertIsNone(self.client._lost_watcher)
+        self.assertEqual(len(registry), 0)
+
+    def test_registering_a_lost_session_reports_it_lost_at_once(self):
+        session = self.connect()
+        self.device.transport.loseConnection()
+        self.pump.flush()
+        registry = SessionRegistry(self.recorder.bus)
+        registry.register(session)
+        self.assertEqual(len(registry), 0)
+        [event] = self.recorder.named("session.lost")
+        self.assertEqual(event["reason"], self.successResultOf(session.whenLost()))
+
+    def test_a_second_registry_is_told_through_when_lost(self):
+        session = self.connect()
+        first, second = SessionRegistry(self.recorder.bus), SessionRegistry(self.recorder.bus)
+        first.register(session)
+        second.register(session)
+        self.assertEqual(len(self.client._lost_waiters), 1)
+        self.device.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual((len(first), len(second)), (0, 0))
+        self.assertEqual(len(self.recorder.named("session.lost")), 2)
+
+    def test_a_failing_lost_watcher_is_logged_and_waiters_still_fire(self):
+        session = self.connect()
+        lost = session.whenLost()
+
+        class Broken:
+            def sessionLost(self, session, reason):
+                raise RuntimeError("broken watcher")
+
+        self.assertTrue(session.watchLost(Broken()))
+        self.device.transport.loseConnection()
+        self.pump.flush()
+        self.assertIn("closed", self.successResultOf(lost))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class RecordingTransport(StringTransport):
     """A StringTransport that also keeps each write() call's bytes."""

@@ -22,6 +22,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set
 from lxml import etree
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callhome_mux.events import EventBus
@@ -71,6 +72,8 @@ _CAPABILITY_PATH = f"{{{BASE_NS}}}capabilities/{{{BASE_NS}}}capability"
 # reply is recognised rather than reported as a protocol error.
 _ABANDONED_MEMORY = 4096
 _MAX_SESSION_ID = 4294967295
+
+_log = Logger(namespace="callhome_mux.netconf.session")
 
 
 # Devices of one model send the same capabilities: every session of theirs
@@ -187,6 +190,8 @@ class NetconfClientProtocol(Protocol):
     _lost_reason: Optional[str] = None
     _end_reason: Optional[str] = None
     _subscriber: Optional[Callable[[Any], None]] = None
+    #: Those waiting for the end (a list only while there are some).
+    _lost_waiters: Optional[List[defer.Deferred]] = None
 
     def __init__(
         self,
@@ -229,7 +234,9 @@ class NetconfClientProtocol(Protocol):
         self._pending: Dict[str, tuple] = {}
         # Those waiting for the hellos (a list only while there are some).
         self._ready_waiters: Optional[List[defer.Deferred]] = None
-        self._lost_waiters: List[defer.Deferred] = []
+        # The session registry, told of the end without a Deferred (see
+        # watchLost; set here so that the attribute shares keys).
+        self._lost_watcher = None
 
     # -- what the transport layer and applications use --------------------
 
@@ -252,8 +259,20 @@ class NetconfClientProtocol(Protocol):
         if self._state == "lost":
             return defer.succeed(self._lost_reason)
         waiter: defer.Deferred = defer.Deferred()
+        if self._lost_waiters is None:
+            self._lost_waiters = []
         self._lost_waiters.append(waiter)
         return waiter
+
+    def watchLost(self, session: "NetconfSession", watcher) -> bool:
+        """See L{callhome_mux.sessions.ManagedSession.watchLost} (one watcher: the registry)."""
+        if session is not self.session or self._lost_watcher is not None:
+            return False
+        if self._state == "lost":
+            watcher.sessionLost(session, self._lost_reason)
+        else:
+            self._lost_watcher = watcher
+        return True
 
     @property
     def state(self) -> str:
@@ -384,8 +403,15 @@ class NetconfClientProtocol(Protocol):
             self._emit("netconf.session.closed" if clean else "netconf.session.lost", reason=why)
         else:
             self._emit("netconf.session.lost", reason=why, during="hello")
-        waiters, self._lost_waiters = self._lost_waiters, []
-        for waiter in waiters:
+        watcher, self._lost_watcher = self._lost_watcher, None
+        if watcher is not None:
+            try:
+                watcher.sessionLost(self.session, why)
+            except Exception:
+                # As a failing callback of a whenLost() Deferred would be.
+                _log.failure("the session's lost watcher failed")
+        waiters, self._lost_waiters = self._lost_waiters, None
+        for waiter in waiters or ():
             waiter.callback(why)
 
     # -- sending ----------------------------------------------------------
@@ -826,6 +852,9 @@ class NetconfSession(NetconfOperations, ManagedSession):
 
     def whenLost(self) -> defer.Deferred:
         return self.protocol.whenLost()
+
+    def watchLost(self, watcher) -> bool:
+        return self.protocol.watchLost(self, watcher)
 
     def _subscribe(self, callback) -> None:
         self.protocol.subscribe(callback)
