@@ -19,6 +19,7 @@ from callhome_mux.inventory.model import Credentials, Device, DeviceDirectory
 from callhome_mux.settings import ConfigError, from_table
 from callhome_mux.ssh.algorithms import offer_for
 from callhome_mux.ssh.keepalive import KeepaliveMonitor
+from callhome_mux.timers import long_lived_timers, shared_timers
 from callhome_mux.ssh.preamble import outbound_ssh_hmac, preamble_problem
 from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.ssh.trust import (
@@ -210,7 +211,16 @@ class KeepaliveMonitorTests(unittest.TestCase):
         self.clock = task.Clock()
         self.probes = []
         self.lost = []
-        self.monitor = KeepaliveMonitor(self.clock, 10, 3, lambda: self.probes.append(self.clock.seconds()), self.lost.append)
+        test = self
+
+        class Link:
+            def sendKeepalive(self):
+                test.probes.append(test.clock.seconds())
+
+            def keepaliveLost(self, missed):
+                test.lost.append(missed)
+
+        self.monitor = KeepaliveMonitor(self.clock, 10, 3, Link())
         self.monitor.start()
 
     def test_probe_after_quiet_interval_then_lost(self):
@@ -244,6 +254,21 @@ class KeepaliveMonitorTests(unittest.TestCase):
         self.monitor.stop()
         self.clock.advance(100)
         self.assertEqual(self.probes, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_apart_from_the_short_timers(self):
+        # A storm's setup timers, cancelled, leave nothing behind in the
+        # short timers' heap while the keepalives run on (they did when the
+        # keepalives shared that heap: up to one cancelled entry per session).
+        short = shared_timers(self.clock)
+        setups = [short.callLater(30, self.fail) for _ in range(100)]
+        monitors = [KeepaliveMonitor(self.clock, 10, 3, None) for _ in range(100)]
+        for monitor in monitors:
+            monitor.start()
+        for setup in setups:
+            setup.cancel()
+        self.assertEqual(short._heap, [])
+        self.assertEqual(len(long_lived_timers(self.clock)), 101)
 
 
 class PresentedHostKeyTests(unittest.TestCase):

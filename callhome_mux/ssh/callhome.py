@@ -257,11 +257,7 @@ class SSHCallHome:
     def connectionServiceStarted(self, conn: CallHomeConnection) -> None:
         self.stage = "channel"
         self._keepalive = KeepaliveMonitor(
-            self.clock,
-            self.settings.keepalive_interval,
-            self.settings.keepalive_max_missed,
-            send_probe=conn.sendKeepalive,
-            on_lost=self._keepaliveLost,
+            self.clock, self.settings.keepalive_interval, self.settings.keepalive_max_missed, conn
         )
         self._keepalive.start()
         self.transport.keepalive = self._keepalive
@@ -278,7 +274,7 @@ class SSHCallHome:
     def globalRequestReceived(self, name: str) -> None:
         self.global_requests_answered += 1
 
-    def _keepaliveLost(self, missed: int) -> None:
+    def keepaliveLost(self, missed: int) -> None:
         reason = f"no answer to {missed} keepalives sent {self.settings.keepalive_interval:g} s apart"
         self._emit("ssh.keepalive.lost", missed=missed, interval=self.settings.keepalive_interval, reason=reason)
         self.close(reason)

@@ -216,10 +216,15 @@ class CallHomeConnection(connection.SSHConnection):
         self.owner.globalRequestReceived(requestType.decode("ascii", "replace"))
         return False
 
+    # The keepalive monitor's link (callhome_mux.ssh.keepalive).
+
     def sendKeepalive(self) -> None:
         d = self.sendGlobalRequest(b"keepalive@openssh.com", b"", wantReply=True)
         # A refusal is an answer too; a lost connection fails it: both fine.
         d.addErrback(lambda _: None)
+
+    def keepaliveLost(self, missed: int) -> None:
+        self.owner.keepaliveLost(missed)
 
 
 class NetconfChannel(WindowedWriteChannel):

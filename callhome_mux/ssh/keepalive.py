@@ -10,27 +10,27 @@ session never sends probes.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from callhome_mux.timers import shared_timers
+from callhome_mux.timers import long_lived_timers
 
 
 class KeepaliveMonitor:
-    def __init__(
-        self,
-        clock: IReactorTime,
-        interval: float,
-        max_missed: int,
-        send_probe: Callable[[], None],
-        on_lost: Callable[[int], None],
-    ):
+    """
+    @param link: what probes and hears of the loss: C{link.sendKeepalive()}
+        sends a probe, C{link.keepaliveLost(missed)} is called once the
+        probes went unanswered.  An object rather than two callables: a
+        monitor lives as long as its session, and bound methods are objects
+        kept per session.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float, max_missed: int, link):
         self._clock = clock
         self._interval = interval
         self._max_missed = max_missed
-        self._send_probe = send_probe
-        self._on_lost = on_lost
+        self._link = link
         self._last_traffic = clock.seconds()
         self._call: Optional[IDelayedCall] = None
         #: Probes sent since the last traffic.
@@ -53,18 +53,21 @@ class KeepaliveMonitor:
 
     def _schedule(self, delay: float) -> None:
         # One per session for its whole life: a shared timer (~100 bytes),
-        # not a reactor DelayedCall (~450 bytes) each.
-        self._call = shared_timers(self._clock).callLater(delay, self._due)
+        # not a reactor DelayedCall (~450 bytes) each, among the other
+        # long-lived ones.  The timer calls the monitor itself (__call__):
+        # no bound method kept per session.
+        self._call = long_lived_timers(self._clock).callLater(delay, self)
 
-    def _due(self) -> None:
+    def __call__(self) -> None:
+        """The timer is due."""
         self._call = None
         quiet_for = self._clock.seconds() - self._last_traffic
         if quiet_for < self._interval and self.missed == 0:
             self._schedule(self._interval - quiet_for)
             return
         if self.missed >= self._max_missed:
-            self._on_lost(self.missed)
+            self._link.keepaliveLost(self.missed)
             return
         self.missed += 1
-        self._send_probe()
+        self._link.sendKeepalive()
         self._schedule(self._interval)
