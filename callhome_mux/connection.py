@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Protocol as TypingProtocol, Tuple
+from typing import Any, Dict, Optional, Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IAddress, IProtocol, ITransport
 
@@ -77,15 +77,19 @@ class ClassifiedConnection:
     preamble_lines: tuple = ()
     #: Free space for the layers above (ssh, tls) to note what they learn.
     details: Dict[str, Any] = field(default_factory=dict)
-    # (peer, its text): the layers above ask for the text more than once.
-    _peer_text: Optional[Tuple[IAddress, str]] = field(default=None, init=False, repr=False, compare=False)
+    # The peer's text and the peer it is of: the layers above ask for the
+    # text more than once.  Two fields, not a tuple: nothing more for the
+    # collector to track for the connection's life.
+    _peer_text: str = field(default="", init=False, repr=False, compare=False)
+    _peer_text_of: Optional[IAddress] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def peer_text(self) -> str:
-        cached = self._peer_text
-        if cached is None or cached[0] is not self.peer:
-            cached = self._peer_text = (self.peer, format_address(self.peer))
-        return cached[1]
+        peer = self.peer
+        if self._peer_text_of is not peer:
+            self._peer_text = format_address(peer)
+            self._peer_text_of = peer
+        return self._peer_text
 
 
 class ConnectionHandler(TypingProtocol):

@@ -171,6 +171,10 @@ class PeerTextTests(unittest.TestCase):
         again = ClassifiedConnection("c1", ConnectionKind.SSH, connection.transport, connection.peer, peer)
         self.assertEqual(again, connection)
         self.assertNotIn("_peer_text", repr(connection))
+        # Kept as plain fields: no tuple for the collector to track.
+        import gc
+
+        self.assertEqual([value for value in vars(connection).values() if type(value) is tuple and gc.is_tracked(value)], [])
 
 
 class SSHCallHomeEventFieldsTests(unittest.TestCase):

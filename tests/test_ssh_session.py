@@ -6,6 +6,7 @@ ways, a device calling home again, Juniper preambles, setup failures.
 from __future__ import annotations
 
 import gc
+import types
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
@@ -123,6 +124,17 @@ class NetconfOverSSHTests(unittest.TestCase):
         (channel,) = transport.service.channels.values()
         self.assertIsNone(channel._early)
         self.assertIsNone(channel.protocol._ready_waiters)
+        # Nothing kept for the registry but a reference (no whenLost()
+        # Deferred), no host-key object (its blob is enough for re-keys), no
+        # bound methods for the keepalive or the handler, no decoder lists
+        # for a session that has read only its <hello>.
+        self.assertIsNone(channel.protocol._lost_waiters)
+        self.assertIs(channel.protocol._lost_watcher, manager.registry)
+        self.assertIsNone(call.host_key)
+        self.assertEqual(call._host_key_blob, device.host_key.public().blob())
+        self.assertEqual([type(o) for o in gc.get_referents(call._keepalive) if type(o) is types.MethodType], [])
+        self.assertEqual([type(o) for o in gc.get_referents(call) if type(o) is types.MethodType], [])
+        self.assertEqual((channel.protocol._decoder._input, channel.protocol._decoder._pieces), ((), ()))
         # The ciphers were built as PrecomputedMACCiphers, not converted:
         # assigning __class__ gives a CPython object a dict of its own.
         ciphers = transport.currentEncryptions

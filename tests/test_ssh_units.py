@@ -271,6 +271,30 @@ class KeepaliveMonitorTests(unittest.TestCase):
         self.assertEqual(len(long_lived_timers(self.clock)), 101)
 
 
+class RekeyHostKeyTests(unittest.TestCase):
+    """Once the device is known, a re-key is checked against the blob kept of the identifying key."""
+
+    def test_the_same_key_passes_another_is_refused(self):
+        from callhome_mux.events import EventBus
+        from callhome_mux.ssh.callhome import HostKeyRefused, SSHCallHome
+
+        call = SSHCallHome.__new__(SSHCallHome)  # only what a re-key reads
+        call.connection = type("Connection", (), {"connection_id": "c7"})()
+        call.details = {"peer": "192.0.2.9:4000"}
+        call.device = Device(id="r1")
+        call.events = EventBus(clock=task.Clock())
+        call._close_reason = None
+        seen = []
+        call.events.addObserver(seen.append)
+        blob = generate_ed25519_key().public().blob()
+        call._host_key_blob = blob
+        self.successResultOf(call.verifyHostKey(blob))
+        self.assertEqual(seen, [])
+        self.failureResultOf(call.verifyHostKey(generate_ed25519_key().public().blob()), HostKeyRefused)
+        self.assertEqual([event["event"] for event in seen], [HOSTKEY_MISMATCH])
+        self.assertEqual(call._close_reason, "the host key changed during a re-key")
+
+
 class PresentedHostKeyTests(unittest.TestCase):
     def test_fields_match_conch_for_each_key_type(self):
         from cryptography.hazmat.primitives.asymmetric import ec, rsa

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from callhome_mux.netconf.errors import FramingError
 
@@ -95,11 +95,14 @@ class FrameDecoder:
         # message, the bytes still owed by the current chunk (0: a header
         # comes next), and whether the message has had any chunk.
         # A list, not a deque: it rarely holds more than two reads, and an
-        # idle session's empty list is 56 bytes where a deque is 760.
-        self._input: List[bytes] = []
+        # idle session's empty list is 56 bytes where a deque is 760.  Both
+        # lists are made when first needed (the empty tuple until then): a
+        # session that is up and idle has read only its <hello> (base:1.0),
+        # and small replies never leave pieces.
+        self._input: Sequence[bytes] = ()
         self._offset = 0
         self._input_size = 0
-        self._pieces: List[bytes] = []
+        self._pieces: Sequence[bytes] = ()
         self._pieces_size = 0
         self._message_size = 0
         self._chunk_left = 0
@@ -114,7 +117,7 @@ class FrameDecoder:
         self.chunked = True
         self._searched = 0
         if self._buffer:
-            self._input.append(bytes(self._buffer))
+            self._append_input(bytes(self._buffer))
             self._input_size += len(self._buffer)
             self._buffer = bytearray()
 
@@ -128,9 +131,9 @@ class FrameDecoder:
         """Bytes of the (chunked) message in progress held and not yet taken."""
         return self._pieces_size
 
-    def take_partial(self) -> List[bytes]:
+    def take_partial(self) -> Sequence[bytes]:
         """Hand out the pieces of the chunked message in progress received so far."""
-        pieces, self._pieces = self._pieces, []
+        pieces, self._pieces = self._pieces, ()
         self._pieces_size = 0
         return pieces
 
@@ -152,10 +155,17 @@ class FrameDecoder:
         if self.chunked:
             if type(data) is not bytes:
                 data = bytes(data)
-            self._input.append(data)
+            self._append_input(data)
             self._input_size += len(data)
         else:
             self._buffer += data
+
+    def _append_input(self, data: bytes) -> None:
+        queue = self._input
+        if type(queue) is list:
+            queue.append(data)
+        else:
+            self._input = [data]
 
     def next_message(self) -> Optional[bytes]:
         """The next complete message (its part not yet taken), or None until more bytes arrive."""
@@ -205,8 +215,11 @@ class FrameDecoder:
                 offset = self._offset
                 available = len(data) - offset
                 take = available if available < self._chunk_left else self._chunk_left
+                pieces = self._pieces
+                if type(pieces) is not list:
+                    pieces = self._pieces = []
                 # A read that is all chunk data is kept as it is: no copy.
-                self._pieces.append(data if take == len(data) else data[offset : offset + take])
+                pieces.append(data if take == len(data) else data[offset : offset + take])
                 self._pieces_size += take
                 self._chunk_left -= take
                 self._input_size -= take
@@ -222,7 +235,7 @@ class FrameDecoder:
             if size == 0:
                 pieces = self._pieces
                 message = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                self._pieces = []
+                self._pieces = ()
                 self._pieces_size = 0
                 self._message_size = 0
                 return message

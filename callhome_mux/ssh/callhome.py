@@ -62,7 +62,7 @@ class SSHCallHome:
         netconf_settings: Any,
         clock,
         offer,
-        on_finished=None,
+        calls: Optional[Dict[str, "SSHCallHome"]] = None,
     ):
         self.connection = connection
         self.trust = trust
@@ -73,7 +73,9 @@ class SSHCallHome:
         self.clock = clock
         self.transport = CallHomeClientTransport(self, offer, debug_log=settings.conch_debug_log)
         self.device: Optional[Device] = None
+        #: The host key presented, until the transport is secured; then only its blob (for re-keys).
         self.host_key: Optional[PresentedHostKey] = None
+        self._host_key_blob = b""
         self._candidate = None
         #: Completed key exchanges (the first one and any re-keys).
         self.key_exchanges = 0
@@ -91,7 +93,9 @@ class SSHCallHome:
         self._keepalive: Optional[KeepaliveMonitor] = None
         self._setup_timer = None
         self._netconf_protocol = None
-        self._on_finished = on_finished
+        # The handler's calls in progress or up, by connection id: this one
+        # leaves them when it ends (the dict, not a bound method kept per call).
+        self._calls = calls
 
     # -- reporting -----------------------------------------------------------
 
@@ -166,7 +170,7 @@ class SSHCallHome:
 
     def _rekeyHostKey(self, blob: bytes) -> None:
         # A re-key must show the key that identified the device.
-        if blob == self.host_key.blob:
+        if blob == self._host_key_blob:
             return
         key = PresentedHostKey(blob)
         reason = "the host key changed during a re-key"
@@ -185,6 +189,9 @@ class SSHCallHome:
         self._candidate = None
         self.device = device
         key = self.host_key
+        # Once secured only the blob is needed (re-keys must show it again).
+        self.host_key = None
+        self._host_key_blob = key.blob
         self.details.update(device_id=device.id, host_key_fingerprint=key.fingerprint, host_key_algorithm=key.algorithm)
         self._emit("ssh.hostkey.accepted", source=source, **who)
         self.details["algorithms"] = t.negotiated()
@@ -249,8 +256,8 @@ class SSHCallHome:
         why = self._close_reason or f"connection lost: {reason.getErrorMessage()}"
         self._emit("ssh.connection.closed", stage=self.stage, reason=why)
         self._endNetconf(why)
-        if self._on_finished is not None:
-            self._on_finished(self)
+        if self._calls is not None:
+            self._calls.pop(self.connection.connection_id, None)
 
     # -- from the connection service -----------------------------------------
 

@@ -63,9 +63,6 @@ class SSHHandler:
         #: Connections in progress or up, by connection id (for inspection).
         self.calls: Dict[str, SSHCallHome] = {}
 
-    def _finished(self, call: SSHCallHome) -> None:
-        self.calls.pop(call.connection.connection_id, None)
-
     def protocolFor(self, connection: ClassifiedConnection) -> Optional[IProtocol]:
         if connection.kind is not ConnectionKind.SSH:
             return None
@@ -78,7 +75,7 @@ class SSHHandler:
             self.netconf_settings,
             self.clock,
             self.offer,
-            on_finished=self._finished,
+            calls=self.calls,
         )
         self.calls[connection.connection_id] = call
         self.events.emit(
