@@ -196,6 +196,17 @@ class HelloTests(ScriptedMixin, InMemoryMixin, TestCase):
         self.client.connectionLost(None)
         self.failureResultOf(self.client.whenReady(), SessionLostError)
 
+    def test_ready_session_only_while_whenReady_would_succeed(self):
+        """ready_session (what the TLS handler registers without a Deferred) is whenReady's session, and only then."""
+        self.start()
+        self.assertIsNone(self.client.ready_session)
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        self.assertIs(self.client.ready_session, session)
+        self.client.connectionLost(None)
+        self.assertIsNone(self.client.ready_session)
+        self.assertIsNotNone(self.client.session)
+
     def test_close_before_connection_is_harmless(self):
         client = NetconfClientProtocol(clock=task.Clock())
         client.close("never mind")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import protocol, task
+from twisted.internet import defer, protocol, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
@@ -39,6 +39,8 @@ class FakeHandler:
         self.events.addObserver(self.records.append)
         self.restconf = []
         self.restconf_factory = self._restconf
+        self.registered = []
+        self.registry = type("Registry", (), {"register": staticmethod(self.registered.append)})()
 
     def _restconf(self, device_id, events, details=None, clock=None):
         built = Recorder()
@@ -110,6 +112,78 @@ class DecidingTests(TestCase):
         refused = [r for r in fake.records if r["event"] == "tls.protocol.refused"]
         self.assertIn("bytes before the protocol was known", refused[0]["reason"])
         self.assertTrue(callhome.transport.disconnecting)
+
+
+class Session:
+    device_id = "d1"
+
+
+class ReadyAtOnce(Recorder):
+    """A NETCONF protocol that handles the held <hello> and is ready at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.ready_session = None
+        self.asked = 0
+
+    def dataReceived(self, data):
+        super().dataReceived(data)
+        self.ready_session = Session()
+
+    def whenReady(self):
+        self.asked += 1
+        return defer.succeed(self.ready_session)
+
+
+class NeverReady(ReadyAtOnce):
+    def dataReceived(self, data):
+        Recorder.dataReceived(self, data)
+
+    def whenReady(self):
+        self.asked += 1
+        return defer.fail(RuntimeError("the session ended"))
+
+
+class LaterReady(Recorder):
+    """A session protocol that gets ready later (a RESTCONF one has no ready_session at all)."""
+
+    def __init__(self):
+        super().__init__()
+        self.session = Session()
+        self.ready = defer.Deferred()
+
+    def whenReady(self):
+        return self.ready
+
+
+class RegistrationTests(TestCase):
+    def test_session_ready_with_the_held_hello_is_registered_without_waiting(self):
+        callhome, fake, netconf = deciding()
+        protocol = ReadyAtOnce()
+        callhome._netconf_protocol = lambda: protocol
+        callhome._held = [HELLO]
+        callhome._decide(None)
+        self.assertEqual(fake.registered, [protocol.ready_session])
+        self.assertEqual(protocol.asked, 0)
+
+    def test_session_not_ready_is_registered_when_ready(self):
+        callhome, fake, netconf = deciding()
+        protocol = LaterReady()
+        callhome._netconf_protocol = lambda: protocol
+        callhome._held = [HELLO]
+        callhome._decide(None)
+        self.assertEqual(fake.registered, [])
+        protocol.ready.callback(protocol.session)
+        self.assertEqual(fake.registered, [protocol.session])
+
+    def test_session_that_ends_is_not_registered(self):
+        callhome, fake, netconf = deciding()
+        protocol = NeverReady()
+        callhome._netconf_protocol = lambda: protocol
+        callhome._held = [HELLO]
+        callhome._decide(None)
+        self.assertEqual(protocol.asked, 1)
+        self.assertEqual(fake.registered, [])
 
 
 class BusyReactorTests(TestCase):

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import ITransport
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
-from zope.interface import providedBy
+from zope.interface import Interface, alsoProvides, providedBy
 
 from callhome_mux.inventory.model import Device
 from callhome_mux.testing.certs import test_pki
@@ -26,6 +26,10 @@ from callhome_mux.tls.settings import TLSSettings
 from callhome_mux.tls.transport import RENEW_ABOVE, CallHomeTLSTransport, TLSTransportFactory, bios_renewable
 
 from tests.test_tls_handler import SILENT, Manager, device_with, temp_dir
+
+
+class IRicher(Interface):
+    """An interface only some transports provide."""
 
 
 class Recorder(protocol.Protocol):
@@ -40,7 +44,7 @@ class Recorder(protocol.Protocol):
 class Pair:
     """Our TLS client transport and a device's pyOpenSSL server connection, wired through memory."""
 
-    def __init__(self, case: TestCase, transport_factory=TLSTransportFactory):
+    def __init__(self, case: TestCase, transport_factory=TLSTransportFactory, wire=None):
         pki = test_pki()
         paths = pki.write(temp_dir(case))
         settings = TLSSettings(certificate_file=paths["manager.crt"], private_key_file=paths["manager.key"])
@@ -55,7 +59,7 @@ class Pair:
             self.inner = Recorder()
             factory = TLSMemoryBIOFactory(creator, True, protocol.Factory.forProtocol(lambda: self.inner), clock=self.clock)
             self.tls = factory.buildProtocol(None)
-        self.wire = StringTransport()
+        self.wire = wire if wire is not None else StringTransport()
         device_context = SSL.Context(SSL.TLS_METHOD)
         device_context.use_certificate(pki.device.certificate)
         device_context.use_privatekey(pki.device.key)
@@ -191,6 +195,22 @@ class RenewalTests(TestCase):
         self.assertEqual(set(providedBy(ours.tls)), set(providedBy(twisteds.tls)))
         self.assertTrue(ITransport.providedBy(ours.tls))
         self.assertIn(ours.tls, ours.tls.factory.protocols)
+
+    def test_declaration_follows_each_transports_interfaces(self):
+        """
+        The wrapper's declaration is cached per transport specification:
+        wrappers on like transports share it, a transport that provides
+        more gets a wrapper that provides more.
+        """
+        first, second = Pair(self), Pair(self)
+        self.assertIs(first.tls.__provides__, second.tls.__provides__)
+        richer = StringTransport()
+        alsoProvides(richer, IRicher)
+        third = Pair(self, wire=richer)
+        self.assertTrue(IRicher.providedBy(third.tls))
+        self.assertFalse(IRicher.providedBy(first.tls))
+        twisteds = Pair(self, transport_factory=TLSMemoryBIOFactory, wire=richer)
+        self.assertEqual(set(providedBy(third.tls)), set(providedBy(twisteds.tls)))
 
     def test_twisted_keeps_its_bios(self):
         """

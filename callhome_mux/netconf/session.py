@@ -240,10 +240,18 @@ class NetconfClientProtocol(Protocol):
 
     # -- what the transport layer and applications use --------------------
 
+    @property
+    def ready_session(self) -> Optional[NetconfSession]:
+        """The L{NetconfSession} that L{whenReady} would fire with at once, else C{None}."""
+        if self._state in ("ready", "closing"):
+            return self.session
+        return None
+
     def whenReady(self) -> defer.Deferred:
         """Fires with the L{NetconfSession} after the hellos; fails if the session never gets there."""
-        if self.session is not None and self._state in ("ready", "closing"):
-            return defer.succeed(self.session)
+        session = self.ready_session
+        if session is not None:
+            return defer.succeed(session)
         if self._ready_failure is not None:
             return defer.fail(self._ready_failure)
         if self._state in ("failing", "lost"):

@@ -56,6 +56,7 @@ from callhome_mux.tls import decide
 from callhome_mux.tls.context import ConnectionCreator, client_context, server_context
 from callhome_mux.tls.identity import load_identity
 from callhome_mux.tls.keepalive import set_tcp_keepalive
+from callhome_mux.tls.negotiated import negotiated
 from callhome_mux.tls.settings import TLSSettings
 from callhome_mux.tls.transport import TLSTransportFactory
 from callhome_mux.tls.trust import TrustStore
@@ -231,13 +232,12 @@ class TLSCallHome(Protocol):
         if self.state != "handshake":
             return
         handle = self.transport.getHandle()
-        alpn = self.transport.negotiatedProtocol
-        self.details.update(
-            tls_version=handle.get_protocol_version_name(),
-            tls_cipher=handle.get_cipher_name(),
-            tls_group=handle.get_group_name(),
-            alpn=alpn.decode("ascii", "replace") if alpn else None,
-        )
+        version, cipher, group, alpn = negotiated(handle)
+        details = self.details
+        details["tls_version"] = version
+        details["tls_cipher"] = cipher
+        details["tls_group"] = group
+        details["alpn"] = alpn_text = alpn.decode("ascii", "replace") if alpn else None
         try:
             identified = self.handler.verifier.verify_connection(handle, self.peer_role, self.peer)
         except CertificateRefused as refusal:
@@ -255,21 +255,19 @@ class TLSCallHome(Protocol):
             self._close()
             return
         self.identified = identified
-        self.details.update(
-            device_id=identified.device_id,
-            certificate_fingerprint=identified.fingerprint,
-            certificate_subject=identified.subject,
-            matched_by=identified.matched_by,
-        )
+        details["device_id"] = device_id = identified.device.id
+        details["certificate_fingerprint"] = fingerprint = identified.fingerprint
+        details["certificate_subject"] = subject = identified.subject
+        details["matched_by"] = matched_by = identified.matched_by
         self._emit(
             "tls.certificate.accepted",
-            device_id=identified.device_id,
-            fingerprint=identified.fingerprint,
-            subject=identified.subject,
-            matched_by=identified.matched_by,
-            tls_version=self.details["tls_version"],
-            cipher=self.details["tls_cipher"],
-            alpn=self.details["alpn"],
+            device_id=device_id,
+            fingerprint=fingerprint,
+            subject=subject,
+            matched_by=matched_by,
+            tls_version=version,
+            cipher=cipher,
+            alpn=alpn_text,
         )
         self.state = "deciding"
         self._decide(alpn)
@@ -357,9 +355,15 @@ class TLSCallHome(Protocol):
         held, self._held = b"".join(self._held), None
         if held and self.delegate is not None:
             protocol.dataReceived(held)
-        when_ready = getattr(protocol, "whenReady", None)
-        if when_ready is not None:
-            when_ready().addCallbacks(self._register, lambda failure: None)
+        ready = getattr(protocol, "ready_session", None)
+        if ready is not None:
+            # The device's <hello> was held and is handled: no Deferred
+            # (whenReady's would fire at once).
+            self._register(ready)
+        else:
+            when_ready = getattr(protocol, "whenReady", None)
+            if when_ready is not None:
+                when_ready().addCallbacks(self._register, _ignore)
         if self.state == "running":
             # What the handshake and the decision needed (the accepted
             # connection's record with its addresses, the verified chain)
@@ -419,6 +423,10 @@ class TLSCallHome(Protocol):
 
     def _emit(self, event: str, **fields) -> None:
         self.handler.events.emit(event, connection_id=self.details["connection_id"], peer=self.peer, **fields)
+
+
+def _ignore(failure: Failure) -> None:
+    """A session that never got ready has said why (its own events)."""
 
 
 def _describe(reason: Optional[Failure]) -> str:
