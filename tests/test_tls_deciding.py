@@ -157,33 +157,30 @@ class LaterReady(Recorder):
 
 
 class RegistrationTests(TestCase):
-    def test_session_ready_with_the_held_hello_is_registered_without_waiting(self):
+    def decided_with(self, protocol):
+        """The handler's fake registry after NETCONF was chosen, by the held <hello>, with C{protocol}."""
         callhome, fake, netconf = deciding()
-        protocol = ReadyAtOnce()
         callhome._netconf_protocol = lambda: protocol
         callhome._held = [HELLO]
         callhome._decide(None)
-        self.assertEqual(fake.registered, [protocol.ready_session])
+        return fake.registered
+
+    def test_session_ready_with_the_held_hello_is_registered_without_waiting(self):
+        protocol = ReadyAtOnce()
+        self.assertEqual(self.decided_with(protocol), [protocol.ready_session])
         self.assertEqual(protocol.asked, 0)
 
     def test_session_not_ready_is_registered_when_ready(self):
-        callhome, fake, netconf = deciding()
         protocol = LaterReady()
-        callhome._netconf_protocol = lambda: protocol
-        callhome._held = [HELLO]
-        callhome._decide(None)
-        self.assertEqual(fake.registered, [])
+        registered = self.decided_with(protocol)
+        self.assertEqual(registered, [])
         protocol.ready.callback(protocol.session)
-        self.assertEqual(fake.registered, [protocol.session])
+        self.assertEqual(registered, [protocol.session])
 
     def test_session_that_ends_is_not_registered(self):
-        callhome, fake, netconf = deciding()
         protocol = NeverReady()
-        callhome._netconf_protocol = lambda: protocol
-        callhome._held = [HELLO]
-        callhome._decide(None)
+        self.assertEqual(self.decided_with(protocol), [])
         self.assertEqual(protocol.asked, 1)
-        self.assertEqual(fake.registered, [])
 
 
 class BusyReactorTests(TestCase):
