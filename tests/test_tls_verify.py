@@ -416,11 +416,43 @@ class SubjectReadingTests(TestCase):
         certificate = self.certificate(subject)
         der = certificate.public_bytes(Encoding.DER)
         self.assertEqual(facts_module._read_subject(der) is not None, read_directly, subject)
-        facts = facts_module.CertificateFacts(der, "sha256:x")
-        self.assertEqual(facts.subject, certificate.subject.rfc4514_string())
-        for map_type, oid in (("common-name", x509.NameOID.COMMON_NAME), ("serial-number", x509.NameOID.SERIAL_NUMBER)):
-            rule = CertToNameRule("sha256:" + "ab" * 32, map_type)
-            self.assertEqual(facts.name(rule), attribute_of(certificate.subject, oid), map_type)
+        from OpenSSL import crypto
+
+        from callhome_mux.tls.verify import _subject_der_of
+
+        pointer = crypto.X509.from_cryptography(certificate)._x509
+        for subject_der in (None, lambda: _subject_der_of(pointer)):
+            facts = facts_module.CertificateFacts(der, "sha256:x", subject_der)
+            self.assertEqual(facts.subject, certificate.subject.rfc4514_string())
+            for map_type, oid in (("common-name", x509.NameOID.COMMON_NAME), ("serial-number", x509.NameOID.SERIAL_NUMBER)):
+                rule = CertToNameRule("sha256:" + "ab" * 32, map_type)
+                self.assertEqual(facts.name(rule), attribute_of(certificate.subject, oid), map_type)
+
+    def test_subject_from_openssl_as_from_the_der(self):
+        """
+        The subject Name's DER as OpenSSL keeps it (what a handshake's peer
+        certificate is read with) is the certificate's own subject bytes,
+        and reads to the same facts; an unreadable one goes to cryptography.
+        """
+        from OpenSSL import crypto
+
+        from callhome_mux.tls import facts as facts_module
+        from callhome_mux.tls import verify as verify_module
+
+        self.assertTrue(verify_module._NAME_BINDINGS)
+        for issued in test_pki().issued().values():
+            certificate = issued.certificate
+            der = certificate.public_bytes(Encoding.DER)
+            pointer = crypto.X509.from_cryptography(certificate)._x509
+            name_der = verify_module._subject_der_of(pointer)
+            self.assertEqual(name_der, certificate.subject.public_bytes())
+            self.assertEqual(facts_module._read_name_der(name_der), facts_module._read_subject(der))
+            facts = facts_module.CertificateFacts(der, "sha256:x", lambda: name_der)
+            self.assertEqual(facts.subject, certificate.subject.rfc4514_string())
+            broken = facts_module.CertificateFacts(der, "sha256:x", lambda: b"")
+            self.assertEqual(broken.subject, facts.subject)
+        for malformed in (b"", b"\x30", b"\x31\x00", b"\x30\x05\x31\x03", b"\x30\x80", b"\x30\x81\x01\x00"):
+            self.assertIsNone(facts_module._read_name_der(malformed), malformed)
 
     def test_subject_walk_as_before(self):
         """

@@ -46,7 +46,7 @@ class CertificateFacts:
 
     __slots__ = ("der", "fingerprint", "subject", "not_before", "not_after", "_usage", "_names", "_patterns", "_certificate")
 
-    def __init__(self, der: bytes, fingerprint: str):
+    def __init__(self, der: bytes, fingerprint: str, subject_der=None):
         parsed = x509.load_der_x509_certificate(der)
         self.der = der
         #: C{sha256:hex} of the DER form, as in L{callhome_mux.tls.identity.fingerprint_of}.
@@ -56,8 +56,10 @@ class CertificateFacts:
         self._usage: Dict[str, Optional[str]] = _usage_problems(parsed)
         # The subject string and its cert-to-name names come from one pass
         # over the subject's DER (no x509.Name objects); anything unusual
-        # takes cryptography's own Name.
-        read = _read_subject(der)
+        # takes cryptography's own Name.  subject_der: a callable giving the
+        # subject Name's own DER (OpenSSL keeps it from its parse), which
+        # spares the walk to it through the certificate.
+        read = _read_subject(der) if subject_der is None else _read_name_der(subject_der())
         if read is None:
             subject = parsed.subject
             read = (
@@ -199,11 +201,32 @@ def _read_subject(der: bytes):
     handshake) and so has cryptography (the other facts), so malformed
     DER is refused there as before.
     """
-    try:
-        bounds = _subject_bounds(der)
-        if bounds is None:
+    bounds = _subject_bounds(der)
+    if bounds is None:
+        return None
+    return _read_name(der, *bounds)
+
+
+def _read_name_der(name: bytes):
+    """L{_read_subject} for the DER of a Name itself (a SEQUENCE, short or long form length)."""
+    if len(name) < 2 or name[0] != 0x30:
+        return None
+    length = name[1]
+    start = 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4:
             return None
-        start, stop = bounds
+        length = int.from_bytes(name[2 : 2 + count], "big")
+        start += count
+    if start + length != len(name):
+        return None
+    return _read_name(name, start, len(name))
+
+
+def _read_name(der: bytes, start: int, stop: int):
+    """L{_read_subject}'s answer for the RDNs between C{start} and C{stop} of C{der}."""
+    try:
         rdns = []
         common_name = serial_number = None
         position = start
@@ -299,12 +322,16 @@ class FactsCache:
         self.size = size
         self._entries: "OrderedDict[str, CertificateFacts]" = OrderedDict()
 
-    def for_der(self, der: bytes) -> CertificateFacts:
-        """The facts of the certificate whose DER form is C{der} (parsed only when not cached)."""
+    def for_der(self, der: bytes, subject_der=None) -> CertificateFacts:
+        """
+        The facts of the certificate whose DER form is C{der} (parsed only
+        when not cached); C{subject_der}, if given, a callable returning
+        the DER of its subject Name.
+        """
         fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
         facts = self._lookup(fingerprint)
         if facts is None:
-            facts = self._add(CertificateFacts(der, fingerprint))
+            facts = self._add(CertificateFacts(der, fingerprint, subject_der))
         return facts
 
     def for_certificate(self, certificate: x509.Certificate) -> CertificateFacts:

@@ -227,7 +227,7 @@ class CertificateVerifier:
 
     def _verify_peer(self, connection: SSL.Connection, leaf, peer_role: str, peer: str) -> Identified:
         der = _der_of(leaf)
-        facts = self.facts.for_der(der)
+        facts = self.facts.for_der(der, (lambda: _subject_der_of(leaf)) if _NAME_BINDINGS else None)
         # As TLS client OpenSSL lists the leaf too (the same object, skipped
         # by pointer); as server it does not.
         intermediates = []
@@ -447,6 +447,29 @@ def _der_of(pointer) -> bytes:
         return _ffi.buffer(data[0], length)[:]
     finally:
         _lib.BIO_free(bio)
+
+
+_NAME_BINDINGS = hasattr(_lib, "X509_get_subject_name") and hasattr(_lib, "i2d_X509_NAME")
+
+
+def _subject_der_of(pointer) -> bytes:
+    """
+    The DER of the subject Name of the certificate C{pointer}: the bytes
+    OpenSSL kept from its parse (an unmodified X509_NAME encodes as it was
+    read), so that the subject is read without walking the certificate to
+    it (L{callhome_mux.tls.facts}).  C{b""} if OpenSSL gives none (the facts
+    then ask cryptography).
+    """
+    name = _lib.X509_get_subject_name(pointer)
+    if name == _ffi.NULL:
+        return b""
+    length = _lib.i2d_X509_NAME(name, _ffi.NULL)
+    if length <= 0:
+        return b""
+    buffer = _ffi.new("unsigned char[]", length)
+    if _lib.i2d_X509_NAME(name, _ffi.new("unsigned char **", buffer)) != length:
+        return b""
+    return _ffi.buffer(buffer, length)[:]
 
 
 def _wrap(pointer) -> crypto.X509:
