@@ -142,6 +142,10 @@ class NetconfOverSSHTests(unittest.TestCase):
         self.assertNotIn(dict, [type(referent) for referent in gc.get_referents(ciphers)])
         data = yield session.get_config("running")
         self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
+        # conch's list of the channel's pending requests, empty once the
+        # subsystem request is answered (which may come after the session
+        # is up: the device's <hello> can come first).
+        self.assertNotIn(channel.id, transport.service.deferreds)
 
     @defer.inlineCallbacks
     def test_calling_home_again_replaces_the_session(self):

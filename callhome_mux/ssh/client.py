@@ -216,6 +216,23 @@ class CallHomeConnection(connection.SSHConnection):
         self.owner.globalRequestReceived(requestType.decode("ascii", "replace"))
         return False
 
+    def ssh_CHANNEL_SUCCESS(self, packet: bytes) -> None:
+        connection.SSHConnection.ssh_CHANNEL_SUCCESS(self, packet)
+        self._forgetAnsweredRequests(packet)
+
+    def ssh_CHANNEL_FAILURE(self, packet: bytes) -> None:
+        connection.SSHConnection.ssh_CHANNEL_FAILURE(self, packet)
+        self._forgetAnsweredRequests(packet)
+
+    def _forgetAnsweredRequests(self, packet: bytes) -> None:
+        # conch keeps a channel's list of pending requests, empty once the
+        # subsystem request is answered, for the channel's life; it reads
+        # it with .get(), so an absent list is the same as an empty one.
+        if len(packet) >= 4:
+            (local,) = struct.unpack_from(">L", packet)
+            if not self.deferreds.get(local, True):
+                del self.deferreds[local]
+
     # The keepalive monitor's link (callhome_mux.ssh.keepalive).
 
     def sendKeepalive(self) -> None:

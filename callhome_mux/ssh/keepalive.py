@@ -31,6 +31,7 @@ class KeepaliveMonitor:
         self._interval = interval
         self._max_missed = max_missed
         self._link = link
+        self._timers = long_lived_timers(clock)
         self._last_traffic = clock.seconds()
         self._call: Optional[IDelayedCall] = None
         #: Probes sent since the last traffic.
@@ -56,7 +57,7 @@ class KeepaliveMonitor:
         # not a reactor DelayedCall (~450 bytes) each, among the other
         # long-lived ones.  The timer calls the monitor itself (__call__):
         # no bound method kept per session.
-        self._call = long_lived_timers(self._clock).callLater(delay, self)
+        self._call = self._timers.callLater(delay, self)
 
     def __call__(self) -> None:
         """The timer is due."""
