@@ -50,6 +50,7 @@ from twisted.internet import defer, task  # noqa: E402
 from twisted.logger import Logger, LogPublisher  # noqa: E402
 
 from callhome_mux.events import EventBus  # noqa: E402
+from callhome_mux.frozen import FrozenDict  # noqa: E402
 from callhome_mux.inventory.inventory import Inventory  # noqa: E402
 from callhome_mux.inventory.model import Credentials, Device, DeviceDirectory, ssh_fingerprint  # noqa: E402
 from callhome_mux.inventory.settings import InventorySettings  # noqa: E402
@@ -60,10 +61,10 @@ LISTENER = "tcp:0:interface=127.0.0.1:backlog=4096"
 #: One capability tuple shared by every session, as the hello templates share it.
 CAPABILITIES = tuple(sorted(default_capabilities(64)))
 #: One dict of negotiated algorithms shared by every session, as the SSH
-#: layer shares one per combination (callhome_mux/ssh/client.py negotiated()).
-ALGORITHMS = {"kex": "curve25519-sha256", "host_key": "ssh-ed25519", "cipher_out": "aes256-ctr",
-              "cipher_in": "aes256-ctr", "mac_out": "hmac-sha2-512", "mac_in": "hmac-sha2-512",
-              "server_version": "SSH-2.0-Twisted_26.10.0"}
+#: layer shares one (frozen) per combination (callhome_mux/ssh/client.py negotiated()).
+ALGORITHMS = FrozenDict({"kex": "curve25519-sha256", "host_key": "ssh-ed25519", "cipher_out": "aes256-ctr",
+                         "cipher_in": "aes256-ctr", "mac_out": "hmac-sha2-512", "mac_in": "hmac-sha2-512",
+                         "server_version": "SSH-2.0-Twisted_26.10.0"})
 
 
 class Session:

@@ -113,13 +113,13 @@ class MigrationToV3Tests(unittest.TestCase):
             self.assertEqual(list(got.details), list(expected.details))
         for device_id, expected in history.items():
             self.assertEqual((yield store.history(device_id)), expected)
-        self.assertEqual(self.rows("SELECT version FROM schema_version"), [(3,)])
+        self.assertEqual(self.rows("SELECT version FROM schema_version"), [(schema.CURRENT_VERSION,)])
 
     def test_each_distinct_list_is_stored_once_and_named_by_the_states(self):
         os.remove(self.path)
         write_v2_database(self.path, unreadable=True)
         connection = sqlite3.connect(self.path)
-        self.assertEqual(schema.migrate(connection), (2, 3))
+        self.assertEqual(schema.migrate(connection, 3), (2, 3))
         connection.close()
         sets = dict(self.rows("SELECT digest, capabilities FROM capability_sets"))
         self.assertEqual(sorted(json.loads(text) for text in sets.values()), sorted([MODEL_A, MODEL_B, []]))

@@ -11,6 +11,7 @@ import types
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from callhome_mux.frozen import FrozenDict
 from callhome_mux.inventory.model import Credentials, Device
 from callhome_mux.netconf.namespaces import BASE_NS
 from callhome_mux.ssh.settings import SSHSettings
@@ -109,6 +110,7 @@ class NetconfOverSSHTests(unittest.TestCase):
         # Sessions of one fleet share their algorithm details.
         self.assertEqual(call.details["algorithms"]["cipher_in"], call.transport.negotiated()["cipher_in"])
         self.assertIs(call.transport.negotiated(), call.transport.negotiated())
+        self.assertIsInstance(call.transport.negotiated(), FrozenDict)  # kept by the inventory without a copy
 
     @defer.inlineCallbacks
     def test_what_is_done_with_is_not_kept_once_up(self):

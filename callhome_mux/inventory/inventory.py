@@ -29,6 +29,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from callhome_mux.events import EventBus
+from callhome_mux.frozen import FrozenDict
 from callhome_mux.inventory import state as states
 from callhome_mux.inventory.identity import (
     ACCEPT,
@@ -693,10 +694,11 @@ class Inventory:
     def prune(self) -> defer.Deferred:
         """
         Age retention now; fires with the number of events removed.  Also
-        deletes the capability sets no state names any more.
+        deletes the capability and algorithm sets no state names any more.
         """
         pruned = self.store.prune_history(self.clock.seconds() - self.settings.history_max_age)
         self.store.collect_capability_sets().addErrback(self._store_failed, "collecting unused capability sets")
+        self.store.collect_algorithm_sets().addErrback(self._store_failed, "collecting unused algorithm sets")
         return pruned
 
     def _start_pruning(self) -> None:
@@ -784,7 +786,7 @@ class Inventory:
         # Copied again only when a value is not plain already (most events'
         # are all text and numbers); the check inline, not in a call.
         for value in fields.values():
-            if type(value) not in _SCALAR_TYPES:
+            if type(value) not in _KEPT_TYPES:
                 fields = _plain(fields)
                 break
         now = self.clock.seconds()
@@ -881,13 +883,16 @@ def _is_power_of_two(n: int) -> bool:
 
 
 _SCALARS = (str, int, float, bool, type(None))
-#: The same as a set: a hash look-up, where the tuple compares an int with
-#: str before it finds int.
-_SCALAR_TYPES = frozenset(_SCALARS)
+#: Values kept as they are in a JSON-able copy: scalars, and FrozenDicts
+#: (text keys and scalars that cannot change, such as the SSH layer's
+#: shared algorithms: every state of a fleet keeps that one object, and
+#: the store encodes and writes it once, see detail_sets).  A set: a hash
+#: look-up, where a tuple compares an int with str before it finds int.
+_KEPT_TYPES = frozenset(_SCALARS + (FrozenDict,))
 
 
 # Devices of one model report the same capability list: their states share
-# one JSON-able copy (and its JSON, see capability_sets) instead of each
+# one JSON-able copy (and its JSON, see detail_sets) instead of each
 # holding its own.  Keyed by the session's (shared, immutable) tuple.
 _SHARED_LISTS: Dict[tuple, list] = {}
 _SHARED_LISTS_MAX = 256
@@ -918,9 +923,9 @@ def _shared_list(value: tuple) -> list:
 
 def _plain(value: Any) -> Any:
     """JSON-able copy: tuples to lists, bytes and other objects to text."""
-    if type(value) in _SCALAR_TYPES:
+    if type(value) in _KEPT_TYPES:
         return value
-    scalars = _SCALAR_TYPES
+    scalars = _KEPT_TYPES
     if type(value) is dict:
         # A copy in C, then only the values that are not plain already
         # converted in place (session details: two of fourteen); a third

@@ -92,6 +92,14 @@ MIGRATIONS: List[Tuple[Step, ...]] = [
         "CREATE INDEX history_by_device ON history (device_id, id)",
         "CREATE INDEX history_by_time ON history (time)",
     ),
+    # 3 -> 4: negotiated algorithms stored once too (devices of one fleet
+    # negotiate the same; a call home no longer encodes and writes them).
+    # Existing states keep theirs in their details, where the loader reads
+    # them as before, until their next write.
+    (
+        "CREATE TABLE algorithm_sets (digest TEXT PRIMARY KEY, algorithms TEXT NOT NULL)",
+        "ALTER TABLE device_state ADD COLUMN algorithm_set TEXT",
+    ),
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)

@@ -24,8 +24,8 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from callhome_mux.inventory import capability_sets
-from callhome_mux.inventory.capability_sets import CapabilitySets
+from callhome_mux.inventory import detail_sets
+from callhome_mux.inventory.detail_sets import DetailSets
 from callhome_mux.inventory.codec import device_from_json, device_to_json
 from callhome_mux.inventory.identity import PendingDevice
 from callhome_mux.inventory.jsontext import encode as _encode, encode_row as _encode_row
@@ -89,7 +89,7 @@ class InventoryStore:
         self._trim_every = max(1, history_max_events // 10)
         self._to_trim: set = set()
         # Used in the database thread only (batches never overlap).
-        self._capability_sets = CapabilitySets()
+        self._detail_sets = DetailSets()
 
     @classmethod
     def open(cls, path: str, history_max_events: int = 1000, reactor=None, clock=None,
@@ -269,7 +269,11 @@ class InventoryStore:
 
     def collect_capability_sets(self) -> defer.Deferred:
         """Delete the capability sets no state names any more; fires with how many."""
-        return self._submit(self._capability_sets.collect)
+        return self._submit(self._detail_sets.capabilities.collect)
+
+    def collect_algorithm_sets(self) -> defer.Deferred:
+        """Delete the algorithm sets no state names any more; fires with how many."""
+        return self._submit(self._detail_sets.algorithms.collect)
 
     def delete_history(self, device_id: str) -> defer.Deferred:
         return self._submit(lambda c: c.execute("DELETE FROM history WHERE device_id = ?", (device_id,)))
@@ -336,7 +340,7 @@ class InventoryStore:
         batch, self._queue = self._queue, []
         self._busy = True
         keep = self.history_max_events
-        sets = self._capability_sets
+        sets = self._detail_sets
 
         def run(cursor):
             # One transaction for the batch (one fsync), a savepoint per
@@ -414,7 +418,7 @@ class InventoryStore:
 #: Rows per INSERT statement of a batch.  One statement of many rows
 #: instead of one execution per row (what C{executemany} does: bind,
 #: step, reset and halt for every row) writes a storm's history rows with
-#: ~20% fewer instructions; 32 rows of the widest table (9 columns) stay
+#: ~20% fewer instructions; 32 rows of the widest table (10 columns) stay
 #: far below any SQLite build's limit on parameters (999 before 3.32).
 ROWS_PER_STATEMENT = 32
 
@@ -422,7 +426,7 @@ _UPSERT_STATE = (
     " ON CONFLICT (device_id) DO UPDATE SET"
     " state = excluded.state, reason = excluded.reason, since = excluded.since,"
     " last_seen = excluded.last_seen, last_address = excluded.last_address, transport = excluded.transport,"
-    " details = excluded.details, capability_set = excluded.capability_set"
+    " details = excluded.details, capability_set = excluded.capability_set, algorithm_set = excluded.algorithm_set"
 )
 
 
@@ -466,30 +470,32 @@ class RowInserter:
 #: only text or None, and SQLite never finds a text equal to an integer.
 _NULLABLE = "nullif(?, 0)"
 _STATES = RowInserter(
-    "device_state (device_id, state, reason, since, last_seen, last_address, transport, details, capability_set)",
-    9, _UPSERT_STATE,
-    placeholders=("?", "?", _NULLABLE, "?", "?", _NULLABLE, _NULLABLE, "?", _NULLABLE),
+    "device_state (device_id, state, reason, since, last_seen, last_address, transport, details, capability_set,"
+    " algorithm_set)",
+    10, _UPSERT_STATE,
+    placeholders=("?", "?", _NULLABLE, "?", "?", _NULLABLE, _NULLABLE, "?", _NULLABLE, _NULLABLE),
 )
 _HISTORY = RowInserter("history (device_id, time, event, data)", 4)
 
 
-def _write_buffered(cursor: sqlite3.Cursor, sets: CapabilitySets, states: List[DeviceState], history,
+def _write_buffered(cursor: sqlite3.Cursor, sets: DetailSets, states: List[DeviceState], history,
                     trim: List[str], keep: int) -> None:
     if states:
         flat: List[Any] = []
         capability_lists: Dict[str, str] = {}
+        algorithm_sets: Dict[str, str] = {}
         split = sets.split
         for s in states:
-            details, digest, capabilities = split(s.details)
-            if digest is not None:
-                capability_lists[digest] = capabilities
+            details, capability_set, algorithm_set = split(s.details, capability_lists, algorithm_sets)
             reason, address, transport = s.reason, s.last_address, s.transport
             flat += (s.device_id, s.state, 0 if reason is None else reason, s.since, s.last_seen,
                      0 if address is None else address, 0 if transport is None else transport, details,
-                     0 if digest is None else digest)
+                     0 if capability_set is None else capability_set, 0 if algorithm_set is None else algorithm_set)
         # The sets first: a state row never names a set that is not there.
         if capability_lists:
-            sets.write(cursor, capability_lists)
+            sets.capabilities.write(cursor, capability_lists)
+        if algorithm_sets:
+            sets.algorithms.write(cursor, algorithm_sets)
         _STATES.insert(cursor, flat)
     if history:
         encode = _encode_row
@@ -508,7 +514,7 @@ def _write_buffered(cursor: sqlite3.Cursor, sets: CapabilitySets, states: List[D
 
 
 def details_json(details: Dict[str, Any]) -> str:
-    """C{details} as JSON, whole (as schema version 2 stored it; version 3 keeps the capability list apart)."""
+    """C{details} as JSON, whole (as schema version 2 stored it; later versions keep some values apart)."""
     return _encode(details)
 
 
@@ -527,15 +533,21 @@ def _load(cursor: sqlite3.Cursor) -> Snapshot:
     ).fetchall()
     for row in rows:
         snapshot.pending.append(PendingDevice(*row[:10], verified=bool(row[10])))
-    sets = capability_sets.read_all(cursor, json.loads)
+    sets = DetailSets()
+    capability_lists = sets.capabilities.read_all(cursor)
+    algorithm_sets = sets.algorithms.read_all(cursor)
     rows = cursor.execute(
-        "SELECT device_id, state, reason, since, last_seen, last_address, transport, details, capability_set"
-        " FROM device_state"
+        "SELECT device_id, state, reason, since, last_seen, last_address, transport, details, capability_set,"
+        " algorithm_set FROM device_state"
     ).fetchall()
-    join = capability_sets.join
-    for device_id, state, reason, since, last_seen, last_address, transport, details, capability_set in rows:
+    join = detail_sets.join
+    for device_id, state, reason, since, last_seen, last_address, transport, details, capability_set, algorithm_set in rows:
         snapshot.states[device_id] = DeviceState(
             device_id, state, reason, since, last_seen, last_address, transport,
-            join(json.loads(details), sets.get(capability_set) if capability_set is not None else None),
+            join(
+                json.loads(details),
+                capability_lists.get(capability_set) if capability_set is not None else None,
+                algorithm_sets.get(algorithm_set) if algorithm_set is not None else None,
+            ),
         )
     return snapshot

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IAddress
 from twisted.python import failure
 
+from callhome_mux.frozen import FrozenDict
 from callhome_mux.ssh.conch_log import QuietLogger, keep_conch_log
 from callhome_mux.ssh.hybrid_kex import HybridKexClientMixin
 from callhome_mux.ssh.mac import PrecomputedMACCiphers
@@ -154,7 +155,8 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
 
         Devices of one fleet agree on the same: sessions share one dict per
         combination (~0.8 KiB per idle session otherwise); it is replaced,
-        never changed.
+        never changed, and says so (a L{FrozenDict}: the inventory keeps it
+        in device states without copying it per session).
         """
         current = self.currentEncryptions
         key = (
@@ -168,7 +170,7 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
         )
         shared = _NEGOTIATED.get(key)
         if shared is None:
-            shared = dict(zip(_NEGOTIATED_NAMES, (_text(value) for value in key)))
+            shared = FrozenDict(zip(_NEGOTIATED_NAMES, (_text(value) for value in key)))
             if len(_NEGOTIATED) >= 1024:
                 _NEGOTIATED.clear()
             _NEGOTIATED[key] = shared
