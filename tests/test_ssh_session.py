@@ -18,6 +18,7 @@ from callhome_mux.ssh.settings import SSHSettings
 from callhome_mux.testing.datastore import Datastore
 from callhome_mux.testing.ssh_device import JuniperPreamble, SSHCallHomeDevice, generate_ed25519_key
 from callhome_mux.ssh.mac import PrecomputedMACCiphers
+from callhome_mux.netconf.session import NetconfClientProtocol
 from callhome_mux.ssh.userauth import DeviceUserAuth
 from tests.test_ssh_harness import Manager
 
@@ -148,6 +149,39 @@ class NetconfOverSSHTests(unittest.TestCase):
         # subsystem request is answered (which may come after the session
         # is up: the device's <hello> can come first).
         self.assertNotIn(channel.id, transport.service.deferreds)
+
+    @defer.inlineCallbacks
+    def test_a_hello_before_the_subsystem_answer_needs_no_ready_deferred(self):
+        # The device's <hello> comes before its answer to the subsystem
+        # request: the session is ready as soon as the protocol is attached.
+        asked = []
+        original = NetconfClientProtocol.whenReady
+        self.patch(NetconfClientProtocol, "whenReady", lambda protocol: asked.append(protocol) or original(protocol))
+        device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
+        manager, session = yield self.up(device)
+        self.assertEqual(asked, [])
+        data = yield session.get_config("running")
+        self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
+
+    @defer.inlineCallbacks
+    def test_a_hello_after_the_subsystem_answer(self):
+        from callhome_mux.testing.netconf_device import NetconfServerProtocol
+
+        class LateHello(NetconfServerProtocol):
+            def connectionMade(self):
+                # One reactor turn later: after the subsystem request's answer.
+                reactor.callLater(0, NetconfServerProtocol.connectionMade, self)
+
+        asked = []
+        original = NetconfClientProtocol.whenReady
+        self.patch(NetconfClientProtocol, "whenReady", lambda protocol: asked.append(protocol) or original(protocol))
+        datastore = Datastore(RUNNING)
+        device = SSHCallHomeDevice(password="pw", netconf_factory=lambda: LateHello(datastore))
+        manager, session = yield self.up(device)
+        self.assertEqual(len(asked), 1)
+        self.assertEqual(len(manager.named("session.up")), 1)
+        data = yield session.get_config("running")
+        self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
 
     @defer.inlineCallbacks
     def test_calling_home_again_replaces_the_session(self):

@@ -305,7 +305,7 @@ class SSHCallHome:
         self.stage = "hello"
         self._emit("ssh.subsystem.started", subsystem=self.settings.subsystem)
         channel_transport = ChannelTransport(channel, self.connection.peer, self.connection.host)
-        protocol, ready = netconf_link.start_client(
+        protocol = netconf_link.start_client(
             channel_transport,
             self.device.id,
             self.connection.connection_id,
@@ -316,7 +316,14 @@ class SSHCallHome:
         )
         self._netconf_protocol = protocol
         channel.attach(protocol)
-        ready.addCallbacks(self._netconfReady, self._netconfFailed)
+        # The device's <hello> usually came with (or before) the answer to
+        # the subsystem request: the session is ready now, no Deferred
+        # chain needed for it.
+        session = protocol.ready_session
+        if session is not None:
+            self._netconfReady(session)
+        else:
+            protocol.whenReady().addCallbacks(self._netconfReady, self._netconfFailed)
 
     def channelClosed(self, channel: NetconfChannel) -> None:
         # One channel per connection: when it ends, so does the connection.

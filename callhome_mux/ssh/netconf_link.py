@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 
 from callhome_mux.netconf.session import NetconfClientProtocol
 
 
-def start_client(transport, device_id: str, connection_id: str, details: Dict[str, Any], settings, clock, events) -> Tuple[Any, defer.Deferred]:
+def start_client(transport, device_id: str, connection_id: str, details: Dict[str, Any], settings, clock, events) -> NetconfClientProtocol:
     """
     Start the NETCONF client protocol on C{transport} (the SSH channel).
 
     C{details} is shared with the protocol (and so with the registered
     session): the SSH facts already in it show in the session's details.
 
-    @return: the protocol (to be fed the channel's bytes) and a Deferred
-        firing with the L{NetconfSession} once the hellos are exchanged.
+    @return: the protocol, to be fed the channel's bytes; once the hellos
+        are exchanged, C{protocol.ready_session} is the L{NetconfSession}
+        (C{protocol.whenReady()} fires with it).
     """
     protocol = NetconfClientProtocol(
         events=events,
@@ -37,7 +37,7 @@ def start_client(transport, device_id: str, connection_id: str, details: Dict[st
         parse_threads=clock if IReactorThreads.providedBy(clock) else None,
     )
     protocol.makeConnection(transport)
-    return protocol, protocol.whenReady()
+    return protocol
 
 
 # The capabilities of devices of one model are one shared frozenset (see
