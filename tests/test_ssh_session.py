@@ -184,6 +184,34 @@ class NetconfOverSSHTests(unittest.TestCase):
         self.assertEqual(data.findtext(".//{urn:example:system}hostname"), "r1")
 
     @defer.inlineCallbacks
+    def test_a_session_that_breaks_right_after_an_early_hello_is_still_up_then_lost(self):
+        # The device's <hello> and then a broken frame, both before the
+        # answer to the subsystem request: the hellos were exchanged, so the
+        # session was up (session.up, then session.lost), as when the same
+        # bytes come later; not a NETCONF setup failure.
+        from callhome_mux.testing.netconf_device import NetconfServerProtocol
+
+        class HelloThenGarbage(NetconfServerProtocol):
+            def connectionMade(self):
+                NetconfServerProtocol.connectionMade(self)
+                self.transport.write(b"<not-a-chunk]]>]]>")
+
+        datastore = Datastore(RUNNING)
+        device = SSHCallHomeDevice(password="pw", netconf_factory=lambda: HelloThenGarbage(datastore))
+        manager = yield Manager(self, [entry_for(device)]).start()
+        connected = manager.registry.whenConnected("r1")
+        closed = manager.whenEvent("ssh.connection.closed")
+        yield manager.callHome(device)
+        yield closed
+        self.assertEqual(manager.named("ssh.netconf.failed"), [])
+        self.assertEqual(len(manager.named("session.up")), 1)
+        session = self.successResultOf(connected)
+        reason = yield session.whenLost()
+        self.assertIn("protocol error", reason)
+        [lost] = manager.named("session.lost")
+        self.assertEqual(lost["reason"], reason)
+
+    @defer.inlineCallbacks
     def test_calling_home_again_replaces_the_session(self):
         device = SSHCallHomeDevice(password="pw")
         manager, first = yield self.up(device)

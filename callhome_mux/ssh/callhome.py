@@ -318,8 +318,10 @@ class SSHCallHome:
         channel.attach(protocol)
         # The device's <hello> usually came with (or before) the answer to
         # the subsystem request: the session is ready now, no Deferred
-        # chain needed for it.
-        session = protocol.ready_session
+        # chain needed for it.  Registered whenever the hellos were
+        # exchanged, also if what came after them already broke the session
+        # (it is up, then lost), as when whenReady() fired during attach().
+        session = protocol.session
         if session is not None:
             self._netconfReady(session)
         else:
