@@ -634,6 +634,26 @@ class CloseTests(InMemoryMixin, TestCase):
         self.assertEqual((len(first), len(second)), (0, 0))
         self.assertEqual(len(self.recorder.named("session.lost")), 2)
 
+    def test_registering_a_lost_session_with_a_failing_watcher_still_registers(self):
+        # A session that ended before it was registered: the registry is
+        # told at once.  If that fails, register() goes on (session.up, the
+        # observers, whenConnected()), as the whenLost() callback that
+        # failed did: the failure is logged, not raised to the transport.
+        session = self.connect()
+        self.device.transport.loseConnection()
+        self.pump.flush()
+
+        class Failing(SessionRegistry):
+            def sessionLost(self, session, reason):
+                raise RuntimeError("broken registry")
+
+        registry = Failing(self.recorder.bus)
+        waiting = registry.whenConnected(session.device_id)
+        registry.register(session)
+        self.assertIs(self.successResultOf(waiting), session)
+        self.assertEqual(len(self.recorder.named("session.up")), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_a_failing_lost_watcher_is_logged_and_waiters_still_fire(self):
         session = self.connect()
         lost = session.whenLost()

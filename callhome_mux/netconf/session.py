@@ -277,10 +277,19 @@ class NetconfClientProtocol(Protocol):
         if session is not self.session or self._lost_watcher is not None:
             return False
         if self._state == "lost":
-            watcher.sessionLost(session, self._lost_reason)
+            self._tell_watcher(watcher, session, self._lost_reason)
         else:
             self._lost_watcher = watcher
         return True
+
+    @staticmethod
+    def _tell_watcher(watcher, session: "NetconfSession", reason: str) -> None:
+        try:
+            watcher.sessionLost(session, reason)
+        except Exception:
+            # As a failing callback of a whenLost() Deferred would be: logged,
+            # not raised to whoever registered or lost the session.
+            _log.failure("the session's lost watcher failed")
 
     @property
     def state(self) -> str:
@@ -413,11 +422,7 @@ class NetconfClientProtocol(Protocol):
             self._emit("netconf.session.lost", reason=why, during="hello")
         watcher, self._lost_watcher = self._lost_watcher, None
         if watcher is not None:
-            try:
-                watcher.sessionLost(self.session, why)
-            except Exception:
-                # As a failing callback of a whenLost() Deferred would be.
-                _log.failure("the session's lost watcher failed")
+            self._tell_watcher(watcher, self.session, why)
         waiters, self._lost_waiters = self._lost_waiters, None
         for waiter in waiters or ():
             waiter.callback(why)
