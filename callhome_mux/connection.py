@@ -79,8 +79,9 @@ class ClassifiedConnection:
     details: Dict[str, Any] = field(default_factory=dict)
     # The peer's text and the peer it is of: the layers above ask for the
     # text more than once.  Two fields, not a tuple: nothing more for the
-    # collector to track for the connection's life.
-    _peer_text: str = field(default="", init=False, repr=False, compare=False)
+    # collector to track for the connection's life.  Until worked out, the
+    # text of no peer (format_address(None)): a peer of None reads as "?".
+    _peer_text: str = field(default="?", init=False, repr=False, compare=False)
     _peer_text_of: Optional[IAddress] = field(default=None, init=False, repr=False, compare=False)
 
     @property

@@ -177,6 +177,15 @@ class PeerTextTests(unittest.TestCase):
         self.assertEqual([value for value in vars(connection).values() if type(value) is tuple and gc.is_tracked(value)], [])
 
 
+    def test_an_unknown_peer_reads_as_format_address_gives_it(self):
+        from twisted.internet.testing import StringTransport
+
+        from callhome_mux.connection import ClassifiedConnection, ConnectionKind, format_address
+
+        connection = ClassifiedConnection("c1", ConnectionKind.SSH, StringTransport(), None, None)
+        self.assertEqual(connection.peer_text, format_address(None))
+        self.assertEqual(connection.peer_text, "?")
+
 class SSHCallHomeEventFieldsTests(unittest.TestCase):
     """Every SSH call-home event carries connection_id, peer and (once known) device_id first."""
 
