@@ -63,8 +63,10 @@ class ClassifiedConnection:
     transport: ITransport
     #: The device's address: from the PROXY header when the listener reads one.
     peer: IAddress
-    #: Our local address (the PROXY header's destination when there is one).
-    host: IAddress
+    #: Our local address (the PROXY header's destination when there is
+    #: one); C{None}: the transport's, asked when first wanted
+    #: (L{local_address}: a getsockname that the TLS path never needs).
+    host: Optional[IAddress] = None
     #: Bytes already read by the demultiplexer, to be replayed first.
     initial_bytes: bytes = b""
     #: Name of the listener that accepted the connection (its endpoint string).
@@ -83,6 +85,12 @@ class ClassifiedConnection:
     # text of no peer (format_address(None)): a peer of None reads as "?".
     _peer_text: str = field(default="?", init=False, repr=False, compare=False)
     _peer_text_of: Optional[IAddress] = field(default=None, init=False, repr=False, compare=False)
+
+    def local_address(self) -> IAddress:
+        """L{host}, asked of the transport the first time if the demultiplexer left it out."""
+        if self.host is None:
+            self.host = self.transport.getHost()
+        return self.host
 
     @property
     def peer_text(self) -> str:

@@ -76,12 +76,21 @@ class HandoffTests(unittest.TestCase):
             (ConnectionKind.TLS_SILENT, b"", ConnectionKind.TLS_SILENT),
         ):
             factory, clock, log, handlers = make_factory(pinned_kind=pinned)
-            proto, transport = connect(factory, host="198.51.100.4", port=40001)
+            proto = factory.buildProtocol(None)
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.4", 40001))
+            asked = []
+            transport.getHost = lambda real=transport.getHost: asked.append(1) or real()
+            proto.makeConnection(transport)
             if stream:
                 proto.dataReceived(stream)
             [delegate] = handlers[kind].protocols
             self.assertEqual(delegate.connection.peer, IPv4Address("TCP", "198.51.100.4", 40001))
-            self.assertEqual(delegate.connection.host, transport.getHost())
+            # The local address is asked of the transport only when wanted (TLS never does).
+            self.assertEqual(asked, [])
+            self.assertEqual(delegate.connection.local_address(), transport.getHost())
+            self.assertEqual(len(asked), 2)
+            self.assertIs(delegate.connection.local_address(), delegate.connection.host)
+            self.assertEqual(len(asked), 2)
 
     def test_ssh_stream_odd_splits(self):
         stream = b"notice\r\n" + samples.SSH_BANNERS["cisco-ios"] + samples.BINARY_AFTER_BANNER

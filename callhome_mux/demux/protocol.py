@@ -217,7 +217,7 @@ class DemuxProtocol(protocol.Protocol):
             # The transport builds a new address object per getPeer();
             # the one read at accept is the same address.
             peer=self._peer if self._peer is not None else transport.getPeer(),
-            host=transport.getHost(),
+            # host: asked of the transport when wanted (SSH's channel; TLS never).
             initial_bytes=decision.data,
             listener=factory.listener_name,
             preamble=decision.preamble,

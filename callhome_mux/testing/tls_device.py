@@ -299,7 +299,6 @@ class _Handoff(protocol.Protocol):
             kind=self.listener.kind,
             transport=self.transport,
             peer=self.transport.getPeer(),
-            host=self.transport.getHost(),
             initial_bytes=initial,
             listener="test",
             details=dict(self.listener.details),
