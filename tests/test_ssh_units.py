@@ -244,6 +244,24 @@ class KeepaliveMonitorTests(unittest.TestCase):
         self.clock.advance(5)
         self.assertEqual(self.probes, [10, 25])
 
+    def test_traffic_a_float_hair_short_of_the_interval_ago_waits_a_real_time(self):
+        # Traffic at 3.6 s with a 1 s interval: at 4.6 s, 4.6 - 3.6 is
+        # 0.9999999999999996, a hair short of the interval.  The timer must
+        # be re-armed for a time that has not come yet: one armed for "now"
+        # runs again at once, for ever on a task.Clock (advance() never
+        # returns) and in a spin on a real reactor.
+        clock = task.Clock()
+        probes = []
+        link = type("Link", (), {"sendKeepalive": lambda self: probes.append(clock.seconds())})()
+        monitor = KeepaliveMonitor(clock, 1, 3, link)
+        clock.advance(3.6)
+        monitor.trafficSeen()
+        clock.advance(1.0)
+        self.assertEqual(clock.seconds(), 4.6)
+        monitor()  # as the timer would, due now
+        self.assertGreater(monitor._call.getTime(), clock.seconds())
+        monitor.stop()
+
     def test_traffic_keeps_quiet(self):
         for _ in range(10):
             self.clock.advance(6)

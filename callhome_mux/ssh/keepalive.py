@@ -62,9 +62,13 @@ class KeepaliveMonitor:
     def __call__(self) -> None:
         """The timer is due."""
         self._call = None
-        quiet_for = self._clock.seconds() - self._last_traffic
-        if quiet_for < self._interval and self.missed == 0:
-            self._schedule(self._interval - quiet_for)
+        # Quiet for less than the interval: wait until it has passed since
+        # the last traffic, at that absolute time.  (Not now - last < interval
+        # and a delay of interval - (now - last): a difference of floats can
+        # fall a hair short of the interval, a timer armed for "now" again.)
+        due = self._last_traffic + self._interval
+        if self.missed == 0 and self._clock.seconds() < due:
+            self._call = self._timers.callAt(due, self)
             return
         if self.missed >= self._max_missed:
             self._link.keepaliveLost(self.missed)
