@@ -148,7 +148,7 @@ def build(depth_hint):
     protocol = NetconfClientProtocol(events=EventBus(clock=reactor), settings=NetconfSettings(), clock=reactor,
                                      device_id="r1", connection_id="c1", details={"peer": "127.0.0.2:1"},
                                      parse_threads=reactor)
-    channel_transport = ChannelTransport(channel, None, None)
+    channel_transport = ChannelTransport(channel, None)
     protocol.makeConnection(channel_transport)
     channel.attach(protocol)
     ssh.dataReceived(device_read(hello))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Protocol as TypingProtocol
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional, Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IAddress, IProtocol, ITransport
 
@@ -35,6 +36,15 @@ class ConnectionKind(enum.Enum):
 
 
 _connection_ids = itertools.count(1)
+
+#: The preamble claims of a connection that sent none (nearly all): one
+#: read-only mapping for all of them, not an empty dict each.
+NO_CLAIMS: Mapping[str, str] = MappingProxyType({})
+
+
+def no_claims() -> Mapping[str, str]:
+    """L{NO_CLAIMS}, as a dataclass field's default (a mapping default is refused as mutable)."""
+    return NO_CLAIMS
 
 
 def next_connection_id() -> str:
@@ -74,7 +84,7 @@ class ClassifiedConnection:
     #: Unverified claims from a Juniper-style outbound-ssh preamble, e.g.
     #: {"DEVICE-ID": "...", "HOST-KEY": "...", "HMAC": "...", "MSG-ID": ..., "MSG-VER": ...}.
     #: Never trust these until the handshake proves them.
-    preamble: Dict[str, str] = field(default_factory=dict)
+    preamble: Mapping[str, str] = field(default_factory=no_claims)
     #: The raw preamble lines in order, for HMAC checks that need them verbatim.
     preamble_lines: tuple = ()
     #: Free space for the layers above (ssh, tls) to note what they learn.

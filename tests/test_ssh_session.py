@@ -11,6 +11,7 @@ import types
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from callhome_mux.connection import NO_CLAIMS
 from callhome_mux.frozen import FrozenDict
 from callhome_mux.inventory.model import Credentials, Device
 from callhome_mux.netconf.namespaces import BASE_NS
@@ -42,6 +43,14 @@ class NetconfOverSSHTests(unittest.TestCase):
         yield manager.callHome(device)
         session = yield manager.registry.whenConnected("r1")
         return manager, session
+
+    @defer.inlineCallbacks
+    def up_call(self, device):
+        """L{up}, with the handler's one call and its one channel."""
+        manager, session = yield self.up(device)
+        (call,) = manager.handler.calls.values()
+        (channel,) = call.transport.service.channels.values()
+        return manager, session, call, channel
 
     @defer.inlineCallbacks
     def test_rpc(self):
@@ -117,14 +126,12 @@ class NetconfOverSSHTests(unittest.TestCase):
     def test_what_is_done_with_is_not_kept_once_up(self):
         """The user authentication, the host-key candidate and the early-bytes list go once the session is up."""
         device = SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING))
-        manager, session = yield self.up(device)
-        (call,) = manager.handler.calls.values()
+        manager, session, call, channel = yield self.up_call(device)
         transport = call.transport
         self.assertIsNone(transport.instance)
         self.assertNotIsInstance(transport.service, DeviceUserAuth)
         self.assertEqual([o for o in gc.get_referrers(transport) if isinstance(o, DeviceUserAuth)], [])
         self.assertIsNone(call._candidate)
-        (channel,) = transport.service.channels.values()
         self.assertIsNone(channel._early)
         self.assertIsNone(channel.protocol._ready_waiters)
         # Nothing kept for the registry but a reference (no whenLost()
@@ -149,6 +156,22 @@ class NetconfOverSSHTests(unittest.TestCase):
         # subsystem request is answered (which may come after the session
         # is up: the device's <hello> can come first).
         self.assertNotIn(channel.id, transport.service.deferreds)
+
+    @defer.inlineCallbacks
+    def test_the_local_address_is_asked_only_when_wanted(self):
+        """An up session has not asked for our address (no getsockname, no address kept); its transport still answers both."""
+        _, _, call, channel = yield self.up_call(SSHCallHomeDevice(password="pw", datastore=Datastore(RUNNING)))
+        connection = call.connection
+        self.assertIsNone(connection.host)
+        netconf_transport = channel.protocol.transport
+        self.assertIs(netconf_transport.getPeer(), connection.peer)
+        host = netconf_transport.getHost()
+        self.assertEqual(host, connection.transport.getHost())
+        self.assertIs(connection.host, host)
+        self.assertIs(netconf_transport.getHost(), host)
+        # Nothing was sent with the preamble claims of a device that sent none: the shared empty ones.
+        self.assertEqual(dict(connection.preamble), {})
+        self.assertIs(connection.preamble, NO_CLAIMS)
 
     @defer.inlineCallbacks
     def test_a_hello_before_the_subsystem_answer_needs_no_ready_deferred(self):

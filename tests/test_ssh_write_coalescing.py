@@ -58,7 +58,7 @@ class CoalescingTests(unittest.TestCase):
         self.ssh.incomingPacketSequence = 0
         self.ssh.incomingCompression = None
         self.channel = FakeChannel(self.ssh)
-        self.netconf = ChannelTransport(self.channel, None, None)
+        self.netconf = ChannelTransport(self.channel, None)
         # Each packet received makes the protocol write: as replies make RPCs.
         self.ssh.dispatchMessage = lambda number, payload: self.on_packet(payload)
         self.on_packet = lambda payload: self.netconf.write(b"rpc-for-" + payload)

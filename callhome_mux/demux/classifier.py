@@ -23,9 +23,9 @@ stream is split, and no more than C{max_classify_bytes} are kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
-from callhome_mux.connection import ConnectionKind
+from callhome_mux.connection import NO_CLAIMS, ConnectionKind, no_claims
 from callhome_mux.demux.settings import DemuxSettings
 
 _SSH_PREFIXES = (b"SSH-2.0-", b"SSH-1.99-")
@@ -48,7 +48,7 @@ class Decision:
     reason: str
     #: Every byte read so far, to replay to the next layer.
     data: bytes = b""
-    preamble: Dict[str, str] = field(default_factory=dict)
+    preamble: Mapping[str, str] = field(default_factory=no_claims)
     preamble_lines: Tuple[str, ...] = ()
 
     @property
@@ -175,16 +175,16 @@ class Classifier:
     # -- decisions -------------------------------------------------------
 
     def _decide(self, kind: ConnectionKind, reason: str) -> Decision:
-        preamble = parse_outbound_ssh_preamble(self._lines) if kind is ConnectionKind.SSH else {}
+        preamble = parse_outbound_ssh_preamble(self._lines) if kind is ConnectionKind.SSH else NO_CLAIMS
         self.decision = Decision(kind, reason, bytes(self._buffer), preamble, tuple(self._lines))
         return self.decision
 
     def _refuse(self, reason: str) -> Decision:
-        self.decision = Decision(None, reason, bytes(self._buffer), {}, tuple(self._lines))
+        self.decision = Decision(None, reason, bytes(self._buffer), NO_CLAIMS, tuple(self._lines))
         return self.decision
 
 
-def parse_outbound_ssh_preamble(lines: List[str]) -> Dict[str, str]:
+def parse_outbound_ssh_preamble(lines: List[str]) -> Mapping[str, str]:
     """
     The C{KEY: value} claims of a Juniper-style outbound-ssh preamble.
 
@@ -193,7 +193,7 @@ def parse_outbound_ssh_preamble(lines: List[str]) -> Dict[str, str]:
     the device says, nothing more: the SSH layer checks them.
     """
     if not lines or lines[0].strip() != _JUNIPER_FIRST_LINE:
-        return {}
+        return NO_CLAIMS
     claims: Dict[str, str] = {}
     for line in lines:
         key, colon, value = line.partition(":")

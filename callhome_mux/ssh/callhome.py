@@ -304,7 +304,7 @@ class SSHCallHome:
     def subsystemStarted(self, channel: NetconfChannel) -> None:
         self.stage = "hello"
         self._emit("ssh.subsystem.started", subsystem=self.settings.subsystem)
-        channel_transport = ChannelTransport(channel, self.connection.peer, self.connection.local_address())
+        channel_transport = ChannelTransport(channel, self.connection)
         protocol = netconf_link.start_client(
             channel_transport,
             self.device.id,

@@ -10,7 +10,7 @@ per-connection L{callhome_mux.ssh.callhome.SSHCallHome}, the "owner".
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from twisted.conch.ssh import channel, common, connection, transport
 from twisted.internet import defer
@@ -24,6 +24,9 @@ from callhome_mux.ssh.mac import PrecomputedMACCiphers
 from callhome_mux.ssh.receive_buffer import ReceiveBufferMixin
 from callhome_mux.ssh.send_packet import SendPacketMixin
 from callhome_mux.ssh.windowed import WindowedWriteChannel
+
+if TYPE_CHECKING:
+    from callhome_mux.connection import ClassifiedConnection
 
 
 _NO_COMPRESSION = [b"none"]
@@ -301,7 +304,10 @@ class NetconfChannel(WindowedWriteChannel):
 class ChannelTransport:
     """
     What the NETCONF protocol sees as its transport: the SSH channel, with
-    the device's real address as peer (the PROXY-header one when present).
+    the connection's addresses: the device's real one as peer (the
+    PROXY-header one when present), and ours, asked of the connection only
+    if someone wants it (nothing in a session does: no getsockname and no
+    address object kept per call home).
 
     Writes made while the SSH transport handles a TCP read (typically the
     next RPCs, sent by the callbacks of the replies in that read) are held
@@ -315,10 +321,9 @@ class ChannelTransport:
     # Small writes coalesced; a write this big goes at once (after the held ones).
     hold_below = 64 * 1024
 
-    def __init__(self, channel: NetconfChannel, peer: IAddress, host: IAddress):
+    def __init__(self, channel: NetconfChannel, classified: Optional[ClassifiedConnection]):
         self._channel = channel
-        self._peer = peer
-        self._host = host
+        self._classified = classified
         self._held = None  # writes held during a read (a list only then)
 
     def write(self, data: bytes) -> None:
@@ -356,7 +361,7 @@ class ChannelTransport:
         self._channel.conn.transport.transport.abortConnection()
 
     def getPeer(self) -> IAddress:
-        return self._peer
+        return self._classified.peer
 
     def getHost(self) -> IAddress:
-        return self._host
+        return self._classified.local_address()
