@@ -87,8 +87,10 @@ class ClassifiedConnection:
     preamble: Mapping[str, str] = field(default_factory=no_claims)
     #: The raw preamble lines in order, for HMAC checks that need them verbatim.
     preamble_lines: tuple = ()
-    #: Free space for the layers above (ssh, tls) to note what they learn.
-    details: Dict[str, Any] = field(default_factory=dict)
+    #: What the listener pinned, e.g. C{{"protocol": "netconf"}}: from the
+    #: demultiplexer, its listener's read-only mapping, shared by all its
+    #: connections (not a copy each).
+    details: Mapping[str, Any] = field(default_factory=dict)
     # The peer's text and the peer it is of: the layers above ask for the
     # text more than once.  Two fields, not a tuple: nothing more for the
     # collector to track for the connection's life.  Until worked out, the

@@ -120,6 +120,21 @@ class HandoffTests(unittest.TestCase):
         self.assertEqual(log.names()[-1], "connection.closed")
         self.assertEqual(log.named("connection.closed")[0]["kind"], "ssh")
 
+    def test_connections_share_their_listeners_read_only_pins(self):
+        # Not a copy per connection: the listener's one mapping, which
+        # nobody can change through a connection.
+        pins = {"protocol": "restconf"}
+        factory, clock, log, handlers = make_factory(pinned_kind=ConnectionKind.TLS_SILENT, pinned_details=pins)
+        connect(factory)
+        connect(factory)
+        first, second = handlers[ConnectionKind.TLS_SILENT].protocols
+        self.assertIs(first.connection.details, second.connection.details)
+        self.assertEqual(first.connection.details, {"protocol": "restconf"})
+        with self.assertRaises(TypeError):
+            first.connection.details["protocol"] = "netconf"
+        pins["protocol"] = "netconf"  # the caller's dict was copied once
+        self.assertEqual(second.connection.details, {"protocol": "restconf"})
+
     def test_pinned_listener_skips_classification(self):
         factory, clock, log, handlers = make_factory(
             pinned_kind=ConnectionKind.TLS_SILENT, pinned_details={"protocol": "restconf"}

@@ -234,6 +234,24 @@ class RPCTests(ScriptedMixin, InMemoryMixin, TestCase):
         self.client.dataReceived(encode_chunked(reply(b"1")))
         self.assertEqual(self.successResultOf(first).get("message-id"), "1")
 
+    def test_no_dict_of_outstanding_rpcs_before_the_first_rpc(self):
+        # An idle session (most of those held) keeps no dict of its own for
+        # its outstanding RPCs; its first RPC gets one, the shared one stays empty.
+        self.start()
+        self.send_hello()
+        session = self.successResultOf(self.ready)
+        other = NetconfClientProtocol(clock=task.Clock())
+        self.assertIs(self.client._pending, other._pending)
+        first = session.rpc(b"<get/>")
+        self.assertIsNot(self.client._pending, other._pending)
+        self.assertEqual(other._pending, {})
+        self.client.dataReceived(encode_chunked(reply(b"1")))
+        self.successResultOf(first)
+        self.assertEqual(other._pending, {})
+        self.client.connectionLost(None)
+        self.assertIs(self.client._pending, other._pending)
+        self.assertEqual(other._pending, {})
+
     def test_rpc_error_carries_every_field_of_every_error(self):
         self.start()
         self.send_hello()

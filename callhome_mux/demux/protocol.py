@@ -18,6 +18,7 @@ rarely the oldest, while a flood's connections sit and age).
 from __future__ import annotations
 
 from collections import OrderedDict
+from types import MappingProxyType
 from typing import Callable, Dict, Mapping, Optional
 
 from twisted.internet import abstract, protocol
@@ -222,7 +223,7 @@ class DemuxProtocol(protocol.Protocol):
             listener=factory.listener_name,
             preamble=decision.preamble,
             preamble_lines=decision.preamble_lines,
-            details=dict(factory.pinned_details),
+            details=factory.pinned_details,
         )
         try:
             delegate = handler.protocolFor(connection)
@@ -324,7 +325,8 @@ class DemuxFactory(protocol.Factory):
         self.clock = clock
         self.listener_name = listener_name
         self.pinned_kind = pinned_kind
-        self.pinned_details = dict(pinned_details or {})
+        #: Read-only: every connection's C{details} is this very mapping.
+        self.pinned_details: Mapping[str, object] = MappingProxyType(dict(pinned_details or {}))
         #: C{address -> reason or None}, asked first for every connection
         #: (the inventory's per-address back-off); must be cheap and synchronous.
         self.address_policy = address_policy

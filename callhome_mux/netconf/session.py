@@ -67,6 +67,10 @@ _PLAIN_REPLY_START = b'<rpc-reply xmlns="' + BASE_NS.encode() + b'"'
 _XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 _OPERATION_NAME = re.compile(rb"\s*<(?:[\w.-]+:)?([\w.-]+)")
 _EOM = b"]]>]]>"
+# The RPCs outstanding of a session that has sent none yet (most of a
+# storm's, and every idle one's): this one empty dict, never written to
+# (an RPC gives its session a dict of its own first), not one each.
+_NOTHING_PENDING: Dict[str, tuple] = {}
 _CAPABILITY_PATH = f"{{{BASE_NS}}}capabilities/{{{BASE_NS}}}capability"
 # How many timed-out or cancelled message-ids we remember, so that a late
 # reply is recognised rather than reported as a protocol error.
@@ -231,7 +235,7 @@ class NetconfClientProtocol(Protocol):
         self._processing = False
         # The last message-id used (an int, not an itertools.count object).
         self._last_id = 0
-        self._pending: Dict[str, tuple] = {}
+        self._pending: Dict[str, tuple] = _NOTHING_PENDING
         # Those waiting for the hellos (a list only while there are some).
         self._ready_waiters: Optional[List[defer.Deferred]] = None
         # The session registry, told of the end without a Deferred (see
@@ -447,9 +451,12 @@ class NetconfClientProtocol(Protocol):
         if timeout is None:
             timeout = self.settings.rpc_timeout
         deferred = defer.Deferred(lambda d: self._abandon(message_id))
+        pending = self._pending
+        if pending is _NOTHING_PENDING:
+            pending = self._pending = {}
         if timeout:
             deadline = self.clock.seconds() + timeout
-            self._pending[message_id] = (deferred, request, timeout, deadline)
+            pending[message_id] = (deferred, request, timeout, deadline)
             if self._sweep_call is None:
                 self._sweep_call = self.clock.callLater(timeout, self._sweep)
                 self._sweep_at = deadline
@@ -457,7 +464,7 @@ class NetconfClientProtocol(Protocol):
                 self._sweep_call.reset(timeout)
                 self._sweep_at = deadline
         else:
-            self._pending[message_id] = (deferred, request, None, None)
+            pending[message_id] = (deferred, request, None, None)
         # Framed in one %-format: one copy of the body.
         if self._chunked:
             size = _RPC_WRAPPING_SIZE + len(message_id) + len(body)
@@ -764,7 +771,7 @@ class NetconfClientProtocol(Protocol):
         waiters, self._ready_waiters = self._ready_waiters, None
         for waiter in waiters or ():
             waiter.errback(ready_error(reason))
-        pending, self._pending = self._pending, {}
+        pending, self._pending = self._pending, _NOTHING_PENDING
         self._cancel_sweep()
         for entry in pending.values():
             entry[0].errback(SessionLostError(f"session lost before the reply: {reason}"))
