@@ -107,3 +107,36 @@ class BigReplyPreparedTests(TestCase):
             self.assertIs(fleet._BIG_REPLY_RESTS[key][0], built.big)
         self.assertTrue(fleet._BIG_REPLY_RESTS[(id(built.big), True)][1].endswith(b"\n##\n"))
         self.assertTrue(fleet._BIG_REPLY_RESTS[(id(built.big), False)][1].endswith(b"]]>]]>"))
+
+
+class LostBeforeHelloTests(TestCase):
+    """A connection the manager ends before its <hello> is a failed device at once, with the reason."""
+
+    def fleet(self):
+        import argparse
+
+        from callhome_mux.testing import fleet
+
+        reports = []
+        self.patch(fleet, "emit", lambda **fields: reports.append(fields))
+        built = fleet._Fleet(argparse.Namespace(capabilities=2, big_reply=0, count=2))
+        built.starts = {0: 0.0, 1: 0.0}
+        return built, reports
+
+    def test_closed_before_the_managers_hello_is_reported_failed(self):
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        built, reports = self.fleet()
+        hello = hello_message([BASE_1_0], session_id=1)
+        answered, closed = built._netconf_device(hello, 0), built._netconf_device(hello, 1)
+        for device in (answered, closed):
+            device.makeConnection(StringTransport())
+        answered.dataReceived(encode_eom(hello_message([BASE_1_0])))
+        answered.connectionLost(Failure(ConnectionLost("bye")))
+        self.assertEqual(reports, [])
+        closed.connectionLost(Failure(ConnectionLost("bye")))
+        [report] = reports
+        self.assertEqual((report["done"], report["failed"], report["timed_out"]), (1, 1, False))
+        self.assertEqual(len(report["failures"]), 1)
+        self.assertIn("closed before the manager's <hello>", report["failures"][0])

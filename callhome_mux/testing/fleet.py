@@ -27,6 +27,7 @@ manager's <hello> (both hellos exchanged).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import json
@@ -112,7 +113,8 @@ class FleetNetconfDevice(protocol.Protocol):
     A NETCONF server that costs the device process as little as possible.
 
     Sends its <hello>; notes when the manager's <hello> arrives
-    (C{on_hello}); answers every <rpc> with a canned <rpc-reply> carrying
+    (C{on_hello}), or that the connection ended before it did
+    (C{on_lost}, with the reason); answers every <rpc> with a canned <rpc-reply> carrying
     the rpc's message-id: C{<data>} of C{big_reply} bytes for an <rpc>
     containing C{<get>}, C{<ok/>} for anything else.  No XML parsing on the
     RPC path, so the device is never the bottleneck of an RPC benchmark.
@@ -120,9 +122,10 @@ class FleetNetconfDevice(protocol.Protocol):
 
     session_ids = iter(range(1, 2**31))
 
-    def __init__(self, hello: bytes, on_hello=None, big_reply: bytes = b""):
+    def __init__(self, hello: bytes, on_hello=None, big_reply: bytes = b"", on_lost=None):
         self._hello = hello
         self._on_hello = on_hello
+        self._on_lost = on_lost
         self._decoder = FrameDecoder(64 * 1024 * 1024)
         self._base11 = False
         self._hello_seen = False
@@ -215,7 +218,10 @@ class FleetNetconfDevice(protocol.Protocol):
         pending[1] = offset
 
     def connectionLost(self, reason=None) -> None:
-        pass
+        # A connection the manager closed before its <hello> is a failed
+        # device now, with the reason: not a silent wait for the timeout.
+        if not self._hello_seen and self._on_lost is not None:
+            self._on_lost(reason.getErrorMessage() if reason is not None else "connection closed")
 
 
 def big_data(size: int) -> bytes:
@@ -261,6 +267,9 @@ class _Fleet:
         # The device's hello carries a session-id.
         return hello_message(default_capabilities(self.args.capabilities), session_id=next(self._hello_counter))
 
+    def _netconf_device(self, hello: bytes, index: int) -> FleetNetconfDevice:
+        return FleetNetconfDevice(hello, lambda: self._hello_done(index), self.big, lambda why: self._lost(index, why))
+
     def build(self) -> None:
         args = self.args
         if args.kind == "ssh":
@@ -268,9 +277,7 @@ class _Fleet:
 
             template = self._hello_bytes()
             for index in range(args.first, args.first + args.count):
-                def factory(index=index):
-                    return FleetNetconfDevice(template, lambda: self._hello_done(index), self.big)
-
+                factory = functools.partial(self._netconf_device, template, index)
                 device = SSHCallHomeDevice(
                     host_key=device_key(index), username=USERNAME, password=PASSWORD, netconf_factory=factory
                 )
@@ -285,9 +292,7 @@ class _Fleet:
             for index in range(args.first, args.first + args.count):
                 cert_pem, key_pem = chain(index), key(index)
 
-                def factory(index=index):
-                    return FleetNetconfDevice(template, lambda: self._hello_done(index), self.big)
-
+                factory = functools.partial(self._netconf_device, template, index)
                 device = TLSCallHomeDevice(cert_pem, key_pem, protocol_factory=factory)
                 device._fleet_index = index
                 device._fleet_factory = _TLSFactory(device, args.direction)
@@ -319,6 +324,11 @@ class _Fleet:
     def _connect_failed(self, failure, index) -> None:
         self.failed[index] = failure.getErrorMessage()
         self._check()
+
+    def _lost(self, index: int, why: str) -> None:
+        if index not in self.hellos and index not in self.failed:
+            self.failed[index] = f"closed before the manager's <hello>: {why}"
+            self._check()
 
     def _hello_done(self, index: int) -> None:
         self.hellos[index] = time.time()
