@@ -108,6 +108,8 @@ def main():
     parser.add_argument("--capabilities", type=int, default=64)
     parser.add_argument("--log", choices=("none", "text"), default="none", help="callhome-mux text log")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a callhome-mux setting (TOML value), e.g. tls.protocol_decision_wait=0.05")
     parser.add_argument("--mux-kex", default="same-as-floor",
                         help="callhome-mux's ssh.key_exchanges and ssh.macs: 'same-as-floor' (curve25519-sha256 and hmac-sha2-512, what conch's "
                              "client negotiates; default, for a like-for-like ratio) or 'default' (its own defaults: "
@@ -128,7 +130,7 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",")]
     impls = ["mux"] if args.no_floor else ["floor", "mux"]
     server_extra = ["--log", args.log, *[f"--experiment={e}" for e in args.experiment],
-                    *[f"--cpu-of={target}" for target in args.cpu_of]]
+                    *[f"--cpu-of={target}" for target in args.cpu_of], *[f"--set={item}" for item in args.set]]
     floor_extra = []
     if args.kind == "ssh" and args.mux_kex == "same-as-floor":
         server_extra.append('--set=ssh.key_exchanges=["curve25519-sha256", "curve25519-sha256@libssh.org"]')
