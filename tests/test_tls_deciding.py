@@ -41,6 +41,10 @@ class FakeHandler:
         self.restconf_factory = self._restconf
         self.registered = []
         self.registry = type("Registry", (), {"register": staticmethod(self.registered.append)})()
+        self.late_netconf_devices = {}
+
+    remember_late_netconf = handler_module.TLSHandler.remember_late_netconf
+    recall_late_netconf = handler_module.TLSHandler.recall_late_netconf
 
     def _restconf(self, device_id, events, details=None, clock=None):
         built = Recorder()
@@ -48,16 +52,17 @@ class FakeHandler:
         return built
 
 
-def deciding(clock=None):
+def deciding(clock=None, fake=None):
     """A TLSCallHome whose handshake and verification are done, at the decision step."""
     clock = clock or task.Clock()
-    fake = FakeHandler(clock)
+    fake = fake or FakeHandler(clock)
     address = IPv4Address("TCP", "192.0.2.1", 4334)
     connection = ClassifiedConnection("c1", ConnectionKind.TLS_SILENT, StringTransport(), address, address)
     callhome = handler_module.TLSCallHome(fake, connection)
     callhome.makeConnection(StringTransport())
     callhome._cancel_timer()
     callhome.identified = Identified(Device("d1"), "sha256:" + "0" * 64, "CN=d1", "pinned-fingerprint", ())
+    callhome.details["device_id"] = "d1"  # as handshakeCompleted sets it
     callhome.state = "deciding"
     netconf = []
     callhome._netconf_protocol = lambda: netconf.append(Recorder()) or netconf[-1]
@@ -218,6 +223,70 @@ class BusyReactorTests(TestCase):
         self.assertEqual(netconf, [])
         [decided] = [r for r in fake.records if r["event"] == "tls.protocol.decided"]
         self.assertEqual(decided["decided_by"], "silence")
+
+
+class LateHelloTests(TestCase):
+    """
+    A NETCONF device that speaks after the decision wait (a busy device) was
+    taken for RESTCONF by silence, and its <hello> went to the HTTP client.
+    """
+
+    def taken_for_restconf(self, fake=None):
+        clock = task.Clock()
+        callhome, fake, netconf = deciding(clock, fake)
+        callhome._decide(None)
+        clock.advance(fake.settings.protocol_decision_wait)
+        self.assertEqual(len(fake.restconf), 1)
+        return callhome, fake, netconf
+
+    def refusals(self, fake):
+        return [r for r in fake.records if r["event"] == "tls.protocol.refused"]
+
+    def test_hello_after_a_silence_decision_closes_with_the_reason(self):
+        callhome, fake, netconf = self.taken_for_restconf()
+        for chunk in (b"\n", HELLO[:20], HELLO[20:]):
+            callhome.dataReceived(chunk)
+        [refused] = self.refusals(fake)
+        self.assertEqual((refused["decided_by"], refused["protocol"], refused["device_id"]), ("silence", "netconf", "d1"))
+        self.assertIn("sent a NETCONF <hello>, not an HTTP response", refused["reason"])
+        self.assertTrue(callhome.transport.disconnecting)
+        # The HTTP client never sees the <hello> (no confusing parse error).
+        self.assertEqual(fake.restconf[0].received, b"\n")
+        self.assertEqual(netconf, [])
+
+    def test_http_reply_goes_to_restconf(self):
+        callhome, fake, netconf = self.taken_for_restconf()
+        callhome.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        callhome.dataReceived(b"<xrd/>")
+        self.assertEqual(fake.restconf[0].received, b"HTTP/1.1 200 OK\r\n<xrd/>")
+        self.assertEqual(self.refusals(fake), [])
+        self.assertFalse(callhome.transport.disconnecting)
+        self.assertEqual(fake.late_netconf_devices, {})
+
+    def test_next_call_home_runs_netconf_at_once_then_by_first_bytes_again(self):
+        callhome, fake, netconf = self.taken_for_restconf()
+        callhome.dataReceived(HELLO)
+        again, _, netconf = deciding(task.Clock(), fake)
+        again._decide(None)
+        self.assertEqual(len(netconf), 1)
+        decided = [r for r in fake.records if r["event"] == "tls.protocol.decided"]
+        self.assertEqual(decided[-1]["decided_by"], "late-hello-before")
+        # Once only: a device that became RESTCONF is decided by silence again.
+        self.taken_for_restconf(fake)
+
+    def test_pinned_or_alpn_restconf_is_not_second_guessed(self):
+        callhome, fake, netconf = deciding()
+        callhome._decide(b"http/1.1")
+        callhome.dataReceived(HELLO)
+        self.assertEqual(fake.restconf[0].received, HELLO)
+        self.assertEqual(self.refusals(fake), [])
+
+    def test_remembered_devices_are_bounded(self):
+        fake = FakeHandler(task.Clock())
+        self.patch(handler_module, "MAX_REMEMBERED_LATE_HELLOS", 2)
+        for device_id in ("a", "b", "c"):
+            fake.remember_late_netconf(device_id)
+        self.assertEqual(list(fake.late_netconf_devices), ["b", "c"])
 
 
 class PeerTextTests(TestCase):

@@ -608,3 +608,57 @@ class HardeningTests(TestCase):
             connection = SSL.Connection(context, None)
             ciphers = connection.get_cipher_list()
             self.assertFalse([c for c in ciphers if "CBC" in c or "RC4" in c or c.startswith("AES") or "NULL" in c], ciphers)
+
+
+class BusyNetconfDevice(protocol.Protocol):
+    """A NETCONF device too busy to send its <hello> before it has read something from us."""
+
+    def __init__(self):
+        self.received = b""
+
+    def dataReceived(self, data):
+        if not self.received:
+            from callhome_mux.netconf.framing import encode_eom
+            from callhome_mux.netconf.namespaces import BASE_1_0
+            from callhome_mux.netconf.session import hello_message
+
+            self.transport.write(encode_eom(hello_message([BASE_1_0], session_id=7)))
+        self.received += data
+
+
+class LateHelloEndToEndTests(TestCase):
+    """
+    A NETCONF device whose <hello> comes after the decision wait (its process
+    starved in a storm) is taken for RESTCONF by silence, and gets our HTTP
+    request instead of our <hello>.
+    """
+
+    @defer.inlineCallbacks
+    def test_closed_at_once_with_the_reason_then_netconf_next_time(self):
+        from callhome_mux.restconf.session import restconf_protocol
+
+        clock = task.Clock()
+        manager = Manager(self, SILENT, clock=clock)
+        manager.handler.restconf_factory = restconf_protocol
+        device = device_with(test_pki().device, protocol_factory=BusyNetconfDevice)
+        connection = yield manager.call_home(self, device, "silent")
+        yield manager.log.when("tls.certificate.accepted")
+        clock.advance(manager.handler.settings.protocol_decision_wait)
+        clock.advance(0)
+        # Closed at once (no RESTCONF timeout had to run), with the reason,
+        # and the HTTP client never parsed the <hello>.
+        yield device.whenLost(connection)
+        lost = yield manager.log.when("restconf.session.lost")
+        [refused] = manager.log.named("tls.protocol.refused")
+        self.assertEqual((refused["decided_by"], refused["protocol"]), ("silence", "netconf"))
+        self.assertIn("sent a NETCONF <hello>, not an HTTP response", refused["reason"])
+        self.assertEqual(lost["reason"], refused["reason"])
+        self.assertEqual(manager.log.named("restconf.protocol.error"), [])
+        self.assertTrue(device.protocols[0].received.startswith(b"GET /.well-known/host-meta "))
+        # The device calls home again, as late as before: NETCONF at once.
+        yield manager.call_home(self, device, "silent")
+        session = yield manager.registry.whenConnected("device1.example.net")
+        self.assertEqual(session.details["transport"], "netconf-tls")
+        decided = manager.log.named("tls.protocol.decided")
+        self.assertEqual([(d["protocol"], d["decided_by"]) for d in decided],
+                         [("restconf", "silence"), ("netconf", "late-hello-before")])

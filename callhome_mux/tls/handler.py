@@ -15,7 +15,9 @@ C{TLSMemoryBIOProtocol}) then:
    (L{callhome_mux.tls.verify}); a refusal is a C{tls.certificate.refused}
    event and the end of the connection;
 3. decides NETCONF or RESTCONF (L{callhome_mux.tls.decide}), holding any
-   bytes the device sends meanwhile;
+   bytes the device sends meanwhile; a RESTCONF decision by silence whose
+   first reply is a NETCONF <hello> is a mistake it closes the connection for, and the
+   device's next call home runs NETCONF (see L{TLSCallHome._netconf_instead_of_http});
 4. runs L{NetconfClientProtocol} or the RESTCONF factory's protocol over
    the TLS transport and registers its session once it is ready.
 
@@ -35,7 +37,10 @@ Events: C{tls.handshake.started}, C{tls.handshake.timeout},
 C{tls.handshake.failed}, C{tls.certificate.refused} (C{reason}, C{detail},
 C{fingerprint}, C{subject}), C{tls.certificate.accepted}, C{tls.verify.error}
 (an unknown-device policy raised), C{tls.protocol.decided} (C{protocol},
-C{decided_by}), C{tls.protocol.refused}.  All carry C{connection_id} and C{peer}.
+C{decided_by}: C{pin}, C{alpn}, C{spoke-first}, C{silence} or
+C{late-hello-before}), C{tls.protocol.refused} (C{reason}; a RESTCONF
+decision by silence answered by a NETCONF <hello> adds
+C{decided_by="silence"} and C{protocol="netconf"}).  All carry C{connection_id} and C{peer}.
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ from callhome_mux.tls.verify import (
     UnknownDevicePolicy,
     refuse_unknown_devices,
 )
+
+#: Devices remembered as having sent a NETCONF <hello> after we took their
+#: silence for RESTCONF (bounded: the oldest is forgotten first).
+MAX_REMEMBERED_LATE_HELLOS = 65536
 
 #: Bytes a device may send before we know which protocol to run: a NETCONF
 #: <hello> with a long capability list fits; a flood does not.
@@ -113,6 +122,9 @@ class TLSHandler:
         self.clock = clock
         self.restconf_factory = restconf_factory
         self._netconf = None
+        #: Device ids whose last call home was taken for RESTCONF by silence
+        #: but then sent a NETCONF <hello>: their next one runs NETCONF at once.
+        self.late_netconf_devices: Dict[str, None] = {}
         #: C{(device, peer) -> reason or None}: a last word on a verified,
         #: known device (the inventory's back-off); C{None} admits all.
         self.device_gate = None
@@ -156,6 +168,16 @@ class TLSHandler:
             self._netconf = (NetconfClientProtocol, self.clock if IReactorThreads.providedBy(self.clock) else None)
         return self._netconf
 
+    def remember_late_netconf(self, device_id: str) -> None:
+        late = self.late_netconf_devices
+        if len(late) >= MAX_REMEMBERED_LATE_HELLOS:
+            del late[next(iter(late))]
+        late[device_id] = None
+
+    def recall_late_netconf(self, device_id: str) -> bool:
+        """Whether C{device_id} was remembered by L{remember_late_netconf}; forgets it."""
+        return self.late_netconf_devices.pop(device_id, False) is None
+
     def _creator(self, context) -> ConnectionCreator:
         in_handshake = self.verifier.verify_during_handshake(context)
         return ConnectionCreator(context, self.verifier.handshake_connection if in_handshake else None)
@@ -194,6 +216,11 @@ class TLSHandler:
 @implementer(IHandshakeListener)
 class TLSCallHome(Protocol):
     """One TLS call-home connection, from handshake to a running session (see the module docstring)."""
+
+    #: RESTCONF was decided by silence and its first reply is awaited (see
+    #: L{_netconf_instead_of_http}); a class default: NETCONF sessions keep
+    #: no such field.
+    _http_reply_awaited = False
 
     def __init__(self, handler: TLSHandler, connection: ClassifiedConnection):
         self.handler = handler
@@ -273,8 +300,11 @@ class TLSCallHome(Protocol):
         self._decide(alpn)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.delegate is not None:
-            self.delegate.dataReceived(data)
+        delegate = self.delegate
+        if delegate is not None:
+            if self._http_reply_awaited and self._netconf_instead_of_http(data):
+                return
+            delegate.dataReceived(data)
             return
         if self.state == "closed":
             return
@@ -306,6 +336,12 @@ class TLSCallHome(Protocol):
             self._start(pin, "pin")
         elif decide.from_alpn(alpn) is not None:
             self._start(decide.from_alpn(alpn), "alpn")
+        elif self.handler.recall_late_netconf(device.id):
+            # Its last call home was taken for RESTCONF by silence, then
+            # sent a NETCONF <hello>: NETCONF at once (RFC 6241 §8.1, both
+            # peers send their <hello> as the session opens); once only,
+            # so a device that changed to RESTCONF is tried by silence again.
+            self._start(decide.NETCONF, "late-hello-before")
         else:
             # Who speaks first.  The device may already have.  (A NETCONF
             # device speaks at once: a shared timer, as the handshake's.)
@@ -342,6 +378,8 @@ class TLSCallHome(Protocol):
             return
         else:
             self.details["transport"] = "restconf"
+            # Silence was a guess: the first reply shows if it was wrong.
+            self._http_reply_awaited = decided_by == "silence"
             try:
                 protocol = self.handler.restconf_factory(
                     self.identified.device_id, self.handler.events, details=self.details, clock=self.handler.clock
@@ -370,6 +408,37 @@ class TLSCallHome(Protocol):
             # need not stay for the session's life: idle sessions are
             # thousands (bench/hold.py --kind tls).
             self.connection = self.identified = None
+
+    def _netconf_instead_of_http(self, data: bytes) -> bool:
+        """
+        Whether the first bytes after a RESTCONF decision are a NETCONF
+        <hello> and not an HTTP response (which starts C{HTTP/}): the device
+        spoke after the decision wait (a busy device).  Our HTTP request has
+        reached it, so NETCONF cannot start on this connection; it is closed
+        at once with the reason, and the device's next call home runs NETCONF.
+        """
+        if self.state == "closed":
+            return True  # the rest of a refused <hello>
+        text = data.lstrip()
+        if not text:
+            return False
+        if text[:1] != b"<":
+            self._http_reply_awaited = False
+            return False
+        self.state = "closed"
+        device_id = self.details["device_id"]
+        self.handler.remember_late_netconf(device_id)
+        reason = (
+            f"no <hello> within {self.handler.settings.protocol_decision_wait:g} seconds, so RESTCONF was tried, "
+            "but the device then sent a NETCONF <hello>, not an HTTP response; closed, its next call home runs NETCONF"
+        )
+        self._emit("tls.protocol.refused", device_id=device_id, reason=reason, decided_by="silence", protocol=decide.NETCONF)
+        close = getattr(self.delegate, "close", None)
+        if close is not None:
+            close(reason)
+        else:
+            self.transport.loseConnection()
+        return True
 
     def _netconf_protocol(self) -> IProtocol:
         handler = self.handler
