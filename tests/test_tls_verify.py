@@ -508,6 +508,61 @@ class SubjectReadingTests(TestCase):
             der = bytes(der[: rng.choice((len(der), len(der), rng.randrange(1, len(der))))])
             self.assertEqual(facts_module._subject_bounds(der), before(der), der.hex())
 
+    def test_shared_rdns_read_once(self):
+        """
+        An RDN seen before (not a commonName or serialNumber: those differ
+        per device) is taken from _RDNS, with the same answers as a first
+        reading, for Names and certificates with random bytes changed or cut
+        (an RDN that would run past its Name's end is still refused).
+        """
+        import random
+
+        from callhome_mux.tls import facts as facts_module
+
+        saved = dict(facts_module._RDNS)
+        self.addCleanup(lambda: (facts_module._RDNS.clear(), facts_module._RDNS.update(saved)))
+        facts_module._RDNS.clear()
+        attribute, oid = x509.NameAttribute, x509.NameOID
+        names = [
+            x509.Name(
+                [
+                    attribute(oid.COUNTRY_NAME, "DE"),
+                    attribute(oid.ORGANIZATION_NAME, "acme"),
+                    attribute(oid.ORGANIZATIONAL_UNIT_NAME, f"unit {index % 2}"),
+                    attribute(oid.COMMON_NAME, f"router-{index}"),
+                    attribute(oid.SERIAL_NUMBER, f"SN{index}"),
+                ]
+            )
+            for index in range(3)
+        ]
+        certificates = [self.certificate(name) for name in names]
+        answers = [facts_module._read_name_der(name.public_bytes()) for name in names]
+        self.assertEqual(len(facts_module._RDNS), 4)  # C, O and both units; no CN, no serial
+        self.assertEqual(answers[2], (names[2].rfc4514_string(), "router-2", "SN2"))
+        self.assertEqual([facts_module._read_name_der(name.public_bytes()) for name in names], answers)
+        seeded = dict(facts_module._RDNS)
+
+        def both(read, der):
+            facts_module._RDNS.clear()
+            first = read(der)
+            facts_module._RDNS.clear()
+            facts_module._RDNS.update(seeded)
+            return first, read(der)
+
+        sources = [(facts_module._read_name_der, name.public_bytes()) for name in names]
+        sources += [(facts_module._read_subject, c.public_bytes(Encoding.DER)) for c in certificates]
+        rng = random.Random(8071)
+        values = (0x00, 0x01, 0x02, 0x03, 0x06, 0x0C, 0x13, 0x30, 0x31, 0x7F, 0x80, 0x81, 0xFF)
+        for _ in range(3000):
+            read, der = rng.choice(sources)
+            der = bytearray(der)
+            for _ in range(rng.choice((1, 1, 2))):
+                position = rng.randrange(0, min(len(der), 160))
+                der[position] = rng.choice(values + (der[position] ^ 1, der[position] + 1 & 0xFF))
+            der = bytes(der[: rng.choice((len(der), len(der), rng.randrange(1, len(der))))])
+            first, cached = both(read, der)
+            self.assertEqual(cached, first, der.hex())
+
     def test_escaping_as_cryptography(self):
         """Every value of up to three characters from the ones RFC 4514 escapes (and others): cryptography's escaping."""
         import itertools

@@ -231,41 +231,57 @@ def _read_name(der: bytes, start: int, stop: int):
         common_name = serial_number = None
         position = start
         while position < stop:
-            # SET { SEQUENCE { OID, value } }, all short-form lengths.
             set_length = der[position + 1]
-            pair_length = der[position + 3]
-            oid_length = der[position + 5]
-            value_at = position + 6 + oid_length
-            value_length = der[value_at + 1]
-            if (
-                der[position] != 0x31
-                or der[position + 2] != 0x30
-                or der[position + 4] != 0x06
-                or set_length != pair_length + 2
-                or pair_length != oid_length + value_length + 4
-                or (set_length | value_length | oid_length) & 0x80
-                or der[value_at] not in _TEXT_TAGS
-                or not value_length
-                or not oid_length
-            ):
+            end = position + 2 + set_length
+            if end > stop:
                 return None
-            position += 2 + set_length
-            if position > stop:
-                return None
-            dotted, name = _oid(der[value_at - oid_length : value_at])
-            value = der[value_at + 2 : position].decode("utf-8")
+            rdn = _RDNS.get(der[position:end])
+            if rdn is None:
+                # SET { SEQUENCE { OID, value } }, all short-form lengths.
+                pair_length = der[position + 3]
+                oid_length = der[position + 5]
+                value_at = position + 6 + oid_length
+                value_length = der[value_at + 1]
+                if (
+                    der[position] != 0x31
+                    or der[position + 2] != 0x30
+                    or der[position + 4] != 0x06
+                    or set_length != pair_length + 2
+                    or pair_length != oid_length + value_length + 4
+                    or (set_length | value_length | oid_length) & 0x80
+                    or der[value_at] not in _TEXT_TAGS
+                    or not value_length
+                    or not oid_length
+                ):
+                    return None
+                dotted, name = _oid(der[value_at - oid_length : value_at])
+                value = der[value_at + 2 : end].decode("utf-8")
+                rdn = (dotted, f"{name}={_escaped(value)}", value)
+                if dotted != _COMMON_NAME and dotted != _SERIAL_NUMBER and len(_RDNS) < 256:
+                    _RDNS[der[position:end]] = rdn
+            dotted, text, value = rdn
             if dotted == _COMMON_NAME:
                 if common_name is None:
                     common_name = value
             elif dotted == _SERIAL_NUMBER and serial_number is None:
                 serial_number = value
-            rdns.append(f"{name}={_escaped(value)}")
+            rdns.append(text)
+            position = end
         if position != stop:
             return None
     except (ValueError, IndexError):
         return None
     rdns.reverse()
     return ",".join(rdns), common_name, serial_number
+
+
+#: An RDN's DER -> (dotted OID, "name=escaped value", value), as
+#: L{_read_name} read it (bounded).  A fleet's certificates share most of
+#: their subjects' RDNs (country, organisation, unit ...): each is checked
+#: and decoded once.  The names that differ per device (commonName,
+#: serialNumber) are not kept.  The key is the RDN's whole DER, so a hit is
+#: exactly what a first reading of those bytes gave.
+_RDNS: Dict[bytes, tuple] = {}
 
 
 def _usage_problems(certificate: x509.Certificate) -> Dict[str, Optional[str]]:
