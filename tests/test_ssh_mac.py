@@ -1,5 +1,6 @@
 """Our SSH packet MACs (HMAC states prepared once per key) give conch's bytes for every MAC it offers."""
 
+import gc
 import os
 
 from twisted.conch.ssh import transport
@@ -34,6 +35,17 @@ class PrecomputedMACTests(unittest.TestCase):
                 self.assertFalse(ours.verify(seqid, data + b"!", mac), name)
                 # The prepared states are copied, never used up.
                 self.assertEqual(ours.makeMAC(seqid, data), mac, name)
+
+    def test_conchs_mac_parameters_are_not_kept_once_prepared(self):
+        """Only the prepared states stay: no _MACParams (padded keys, and a dict for the raw key) per direction."""
+        theirs, ours = pair(b"hmac-sha2-256")
+        self.assertIsNone(ours.outMAC)
+        self.assertIsNone(ours.inMAC)
+        self.assertEqual(ours.verifyDigestSize, theirs.verifyDigestSize)
+        self.assertEqual([type(o) for o in gc.get_referents(ours) if isinstance(o, (tuple, dict))], [])
+        mac = theirs.makeMAC(9, b"packet")
+        self.assertEqual(ours.makeMAC(9, b"packet"), mac)
+        self.assertTrue(ours.verify(9, b"packet", mac))
 
     def test_no_mac(self):
         ours = PrecomputedMACCiphers(b"none", b"none", b"none", b"none")

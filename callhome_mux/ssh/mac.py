@@ -34,31 +34,43 @@ def _prepared(params):
 
 
 class PrecomputedMACCiphers(transport.SSHCiphers):
-    """conch's C{SSHCiphers}, with the HMAC states prepared once per key."""
+    """
+    conch's C{SSHCiphers}, with the HMAC states prepared once per key.
 
-    _outHMAC = None
-    _inHMAC = None
+    Once prepared, conch's C{outMAC} and C{inMAC} (a C{_MACParams} tuple
+    with a dict of its own for the raw key, each) are dropped: only conch's
+    C{makeMAC} and C{verify} read them, and ours replace those.  Four
+    objects fewer kept per session; C{None} makes any other use fail loudly
+    rather than go without a MAC.
+    """
+
+    _outInner = _outOuter = _inInner = _inOuter = None
 
     def setKeys(self, outIV, outKey, inIV, inKey, outInteg, inInteg):
         transport.SSHCiphers.setKeys(self, outIV, outKey, inIV, inKey, outInteg, inInteg)
-        self._outHMAC = _prepared(self.outMAC)
-        self._inHMAC = _prepared(self.inMAC)
+        states = _prepared(self.outMAC)
+        if states is not None:
+            self._outInner, self._outOuter = states
+            self.outMAC = None
+        states = _prepared(self.inMAC)
+        if states is not None:
+            self._inInner, self._inOuter = states
+            self.inMAC = None
 
     def makeMAC(self, seqid, data):
-        prepared = self._outHMAC
-        if prepared is None:
+        inner = self._outInner
+        if inner is None:
             return transport.SSHCiphers.makeMAC(self, seqid, data)
-        return _hmac(prepared, seqid, data)
+        return _hmac(inner, self._outOuter, seqid, data)
 
     def verify(self, seqid, data, mac):
-        prepared = self._inHMAC
-        if prepared is None:
+        inner = self._inInner
+        if inner is None:
             return transport.SSHCiphers.verify(self, seqid, data, mac)
-        return hmac.compare_digest(mac, _hmac(prepared, seqid, data))
+        return hmac.compare_digest(mac, _hmac(inner, self._inOuter, seqid, data))
 
 
-def _hmac(prepared, seqid: int, data) -> bytes:
-    inner, outer = prepared
+def _hmac(inner, outer, seqid: int, data) -> bytes:
     inner = inner.copy()
     # RFC 4253 §6.4: the sequence number wraps to zero after 2^32 packets;
     # conch's counters only grow (its own MAC would fail in struct.pack).
