@@ -132,6 +132,10 @@ class NetconfOverSSHTests(unittest.TestCase):
         self.assertNotIsInstance(transport.service, DeviceUserAuth)
         self.assertEqual([o for o in gc.get_referrers(transport) if isinstance(o, DeviceUserAuth)], [])
         self.assertIsNone(call._candidate)
+        # The device's EXT_INFO (it sent server-sig-algs) is read by the user
+        # authentication only: conch's empty class default is left.
+        self.assertNotIn("peerExtensions", vars(transport))
+        self.assertEqual(transport.peerExtensions, {})
         self.assertIsNone(channel._early)
         self.assertIsNone(channel.protocol._ready_waiters)
         # Nothing kept for the registry but a reference (no whenLost()

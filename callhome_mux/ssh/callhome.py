@@ -263,6 +263,7 @@ class SSHCallHome:
 
     def connectionServiceStarted(self, conn: CallHomeConnection) -> None:
         self.stage = "channel"
+        self.transport.forgetPeerExtensions()
         self._keepalive = KeepaliveMonitor(
             self.clock, self.settings.keepalive_interval, self.settings.keepalive_max_missed, conn
         )

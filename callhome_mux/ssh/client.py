@@ -135,6 +135,15 @@ class CallHomeClientTransport(ReceiveBufferMixin, SendPacketMixin, HybridKexClie
         for name in self._KEX_ONLY:
             state.pop(name, None)
 
+    def forgetPeerExtensions(self) -> None:
+        """
+        The user authentication is over: the device's EXT_INFO extensions
+        (RFC 8308; server-sig-algs, read only by the authentication) go,
+        ~0.3 KiB per idle session.  conch's class default (empty) answers
+        any later reader; an EXT_INFO sent again sets them again.
+        """
+        self.__dict__.pop("peerExtensions", None)
+
     def ssh_SERVICE_ACCEPT(self, packet: bytes) -> None:
         requested = self.instance
         if requested is None or (packet and _service_name(packet) != requested.name):
