@@ -150,11 +150,15 @@ class NeverReady(ReadyAtOnce):
 
 
 class LaterReady(Recorder):
-    """A session protocol that gets ready later (a RESTCONF one has no ready_session at all)."""
+    """
+    A session protocol that gets ready later (a RESTCONF one has no
+    ready_session at all); as NetconfClientProtocol's, its C{session} is
+    set only once the hellos are exchanged, so the one to come is kept apart.
+    """
 
     def __init__(self):
         super().__init__()
-        self.session = Session()
+        self.coming = Session()
         self.ready = defer.Deferred()
 
     def whenReady(self):
@@ -179,8 +183,8 @@ class RegistrationTests(TestCase):
         protocol = LaterReady()
         registered = self.decided_with(protocol)
         self.assertEqual(registered, [])
-        protocol.ready.callback(protocol.session)
-        self.assertEqual(registered, [protocol.session])
+        protocol.ready.callback(protocol.coming)
+        self.assertEqual(registered, [protocol.coming])
 
     def test_session_that_ends_is_not_registered(self):
         protocol = NeverReady()

@@ -514,6 +514,29 @@ class DecisionTests(TestCase):
         self.assertIs(session, manager.restconf[0])
 
     @defer.inlineCallbacks
+    def test_a_session_that_breaks_right_after_its_held_hello_is_up_then_lost(self):
+        # The device's <hello> and a broken frame in one write, both held
+        # while the protocol is decided: the hellos were exchanged, so the
+        # session was up (session.up, then session.lost), as over SSH
+        # (tests/test_ssh_session), not a call home that never came up.
+        class HelloThenGarbage(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(
+                    b'<?xml version="1.0" encoding="UTF-8"?>'
+                    b'<hello xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><capabilities>'
+                    b"<capability>urn:ietf:params:netconf:base:1.1</capability>"
+                    b"</capabilities><session-id>7</session-id></hello>]]>]]>"
+                    b"<not-a-chunk]]>]]>"
+                )
+
+        manager, device = yield self.decide(SILENT, {"protocol_factory": HelloThenGarbage})
+        yield manager.log.when("netconf.session.lost")
+        self.assertEqual(len(manager.log.named("netconf.hello.done")), 1)
+        self.assertEqual(len(manager.log.named("session.up")), 1)
+        self.assertEqual(len(manager.log.named("session.lost")), 1)
+        self.assertIsNone(manager.registry.get("device1.example.net"))
+
+    @defer.inlineCallbacks
     def test_speaking_first_but_not_xml(self):
         class Chatty(protocol.Protocol):
             def connectionMade(self):

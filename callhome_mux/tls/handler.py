@@ -393,10 +393,13 @@ class TLSCallHome(Protocol):
         held, self._held = b"".join(self._held), None
         if held and self.delegate is not None:
             protocol.dataReceived(held)
+        # A NETCONF session past its hellos (the device's <hello> was held)
+        # is registered at once, no Deferred; also if what came after the
+        # <hello> already broke it: it was up, then lost, as over SSH.
         ready = getattr(protocol, "ready_session", None)
+        if ready is None and kind == decide.NETCONF:
+            ready = getattr(protocol, "session", None)
         if ready is not None:
-            # The device's <hello> was held and is handled: no Deferred
-            # (whenReady's would fire at once).
             self._register(ready)
         else:
             when_ready = getattr(protocol, "whenReady", None)
